@@ -1,0 +1,124 @@
+"""Print the paper's Complexity columns (Params in M, MACs in G) for our networks.
+
+    python code/complexity.py [--device cpu]
+
+MACs are counted with thop (``thop.profile``) on one input at the paper's size:
+1x1x112x112x80 for the LA networks, 1x1x256x256 for the ACDC networks. thop
+counts the multiply-accumulates of Conv/ConvTranspose (bias excluded), Linear,
+2 ops per element for affine BatchNorm, and interpolation for Upsample; ReLU,
+LeakyReLU, MaxPool and Dropout count 0. The SS-Net heads are used only by the
+training losses, so they add parameters but no MACs to a forward pass.
+Params are all trainable parameters (``sum(p.numel())``, the same as thop).
+The paper's numbers come from ``data/paper_tables.csv``.
+"""
+import argparse
+import csv
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from networks.net_factory import net_factory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_TABLES = os.path.join(ROOT, "data", "paper_tables.csv")
+
+
+@dataclass
+class Row:
+    dataset: str
+    method: str                       # the name used in the paper's tables
+    build: Callable[[], nn.Module]
+    input_shape: Tuple[int, ...]
+    note: str = ""
+
+
+def rows() -> List[Row]:
+    """The networks to count, in the paper's table order."""
+    la, acdc = (1, 1, 112, 112, 80), (1, 1, 256, 256)
+    return [
+        Row("LA", "V-Net", lambda: net_factory("VNet", 1, 2, "test", "cpu", with_heads=False), la, "backbone"),
+        Row("LA", "SS-Net", lambda: net_factory("VNet", 1, 2, "test", "cpu"), la, "V-Net + SS-Net heads"),
+        Row("ACDC", "U-Net", lambda: net_factory("unet", 1, 4, "test", "cpu", with_heads=False), acdc, "backbone"),
+        Row("ACDC", "SS-Net", lambda: net_factory("unet", 1, 4, "test", "cpu"), acdc, "U-Net + SS-Net heads"),
+    ]
+
+
+def paper_complexity(path: str = PAPER_TABLES) -> Dict[Tuple[str, str], Tuple[float, float]]:
+    """(dataset, method) -> (params_M, macs_G) as published."""
+    out: Dict[Tuple[str, str], Tuple[float, float]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["params_M"] and r["macs_G"]:
+                out[(r["dataset"], r["method"])] = (float(r["params_M"]), float(r["macs_G"]))
+    return out
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: Tuple[int, ...], device: str = "cpu") -> float:
+    """Multiply-accumulates of one forward pass, counted by thop."""
+    try:
+        from thop import profile
+    except ImportError as e:  # pragma: no cover - requirements install it
+        raise SystemExit("thop is needed for MACs: pip install thop") from e
+    model = model.to(device).eval()
+    with torch.no_grad():
+        macs, _ = profile(model, inputs=(torch.zeros(input_shape, device=device),), verbose=False)
+    # thop leaves counters in the modules' buffers; they are not part of the model.
+    for m in model.modules():
+        for name in ("total_ops", "total_params"):
+            if name in m._buffers:
+                del m._buffers[name]
+    return float(macs)
+
+
+def table(device: str = "cpu", only: Optional[str] = None) -> List[Dict[str, object]]:
+    paper = paper_complexity()
+    out = []
+    for r in rows():
+        if only and r.dataset != only:
+            continue
+        model = r.build()
+        params = count_params(model)
+        macs = count_macs(model, r.input_shape, device)
+        p_params, p_macs = paper.get((r.dataset, r.method), (float("nan"), float("nan")))
+        out.append({"dataset": r.dataset, "method": r.method, "params_M": params / 1e6, "macs_G": macs / 1e9,
+                    "paper_params_M": p_params, "paper_macs_G": p_macs,
+                    "input": "x".join(map(str, r.input_shape)), "note": r.note})
+    return out
+
+
+def format_table(result: List[Dict[str, object]]) -> str:
+    lines = ["| Dataset | Method | Params (M) | paper | MACs (G) | paper | diff MACs | input | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result:
+        diff = 100.0 * (r["macs_G"] - r["paper_macs_G"]) / r["paper_macs_G"]
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['params_M']:.3f} | {r['paper_params_M']:.2f} | "
+                     f"{r['macs_G']:.2f} | {r['paper_macs_G']:.2f} | {diff:+.2f}% | {r['input']} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="device to count on (MACs do not depend on it)")
+    parser.add_argument("--dataset", choices=["LA", "ACDC"], default=None, help="only this table's rows")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = table(args.device, args.dataset)
+    print(format_table(result))
+    print("\nParams: all parameters in millions, 3 decimals (the paper prints 2: V-Net 9.449 M is its 9.44).\n"
+          "MACs: thop.profile of one forward pass (Conv/ConvTranspose/Linear multiply-accumulates without "
+          "bias, 2 per element for affine BatchNorm, Upsample interpolation; activations, pooling and dropout "
+          "count 0). The SS-Net heads run only in the training losses: parameters, no forward MACs.")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
