@@ -1,0 +1,381 @@
+"""Inter-class separation of SS-Net: prototype memory and weighted cosine loss.
+
+SS-Net (Wu et al., MICCAI 2022, Sec. 2.2 "Inter-class separation", Eq. (4);
+built on Alonso et al., ICCV 2021, "Semi-supervised semantic segmentation with
+pixel-level contrastive learning from a class-wise memory bank") pulls the
+features of each class towards a small set of high-quality prototypes of that
+class:
+
+* :class:`PrototypeMemory` - per class at most ``per_class`` (32) projected
+  feature vectors of correctly predicted labeled foreground voxels, replaced
+  every iteration and ranked by a learned selector.
+* :func:`separation_loss` - Eq. (4): for each class c with memory Z_c
+  (N_c x D) and features F_c (M_c x D),
+  ``L_c = mean_{j,i} (1 - cos(f_j, z_i)) * w_f[j] * w_z[i]``, where
+  ``w_f = sigmoid(selector_c(f.detach()))`` rescaled to mean 1 over the M_c
+  features and ``w_z`` the memory weights (see ``memory_weighting``);
+  ``L = sum_c L_c / C`` over all C classes (skipped classes count as 0).
+* :func:`separation_step` - the whole per-iteration separation step of the
+  released training scripts (candidates, projection, memory update, labeled
+  and unlabeled losses).
+
+Copy-ready: imports only torch and the standard library; no device is
+hard-coded; 2D and 3D feature maps are accepted by :func:`separation_step`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["PrototypeMemory", "separation_loss", "separation_step", "split_by_class", "KEEP_MODES",
+           "MEMORY_WEIGHTINGS"]
+
+KEEP_MODES = ("lowest", "highest")
+MEMORY_WEIGHTINGS = ("released", "mean")
+
+
+def _check_labels(labels: torch.Tensor, name: str) -> torch.Tensor:
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name}: labels must be integer class indices, got dtype {labels.dtype}; use labels.long().")
+    return labels.long()
+
+
+def split_by_class(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> List[torch.Tensor]:
+    """Split the rows of ``features`` (N, D) by ``labels`` (N,) into ``num_classes`` groups.
+
+    Group c holds the rows with label c in their original order (the same
+    tensor as ``features[labels == c]``). Uses one stable sort and ONE host
+    synchronisation for all classes (the group sizes decide tensor shapes, so
+    they must be known on the host), instead of one per class.
+
+    Raises:
+        ValueError: if a label lies outside ``0..num_classes-1``.
+    """
+    labels = _check_labels(labels, "split_by_class")
+    device = labels.device
+    valid = (labels >= 0) & (labels < num_classes)
+    key = torch.where(valid, labels, torch.full_like(labels, num_classes))
+    order = torch.argsort(key, stable=True)
+    edges = torch.searchsorted(key[order], torch.arange(num_classes + 2, device=device, dtype=key.dtype))
+    counts = edges.diff().tolist()  # the one host synchronisation (group sizes)
+    if counts[num_classes] > 0:
+        raise ValueError(
+            f"split_by_class: {counts[num_classes]} labels lie outside 0..{num_classes - 1}; "
+            "check the label maps (ignore values such as 255 are not supported) or num_classes."
+        )
+    return list(torch.split(features[order], counts[:num_classes]))
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode inside the block; restore every submodule's mode afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _float32_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """A block where autocast is off, so matrix products run in float32."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except (RuntimeError, ValueError):  # device type without autocast support
+        return contextlib.nullcontext()
+
+
+class PrototypeMemory:
+    """Class-wise prototype memory of SS-Net (no accumulation across iterations).
+
+    ``update(features, labels, selectors)`` replaces, for every class c present
+    in ``labels``, the stored vectors of c by the class's vectors: all of them
+    if there are at most ``per_class``, else ``per_class`` of them chosen by the
+    score ``sigmoid(selectors[c](v))``. A class absent from ``labels`` keeps its
+    previous memory. SS-Net passes only the candidates (correctly predicted
+    labeled foreground voxels after the projection head), so the background
+    memory stays empty.
+
+    Args:
+        num_classes: C, the number of classes (background included).
+        per_class: K, the most vectors stored per class (32 in SS-Net).
+        keep: ``"lowest"`` keeps the K LOWEST scores (released behaviour: an
+            ascending sort and the first K, which produced the published
+            numbers); ``"highest"`` keeps the K highest (the paper's text, "top-K").
+
+    Attributes:
+        memory: list of C entries, each None (never filled) or a detached
+            (n_c, D) tensor on the features' device, 1 <= n_c <= K.
+
+    Raises:
+        ValueError: for ``num_classes < 1``, ``per_class < 1`` or an unknown ``keep``.
+    """
+
+    def __init__(self, num_classes: int, per_class: int = 32, keep: str = "lowest") -> None:
+        if num_classes < 1:
+            raise ValueError(f"PrototypeMemory: num_classes must be >= 1, got {num_classes}.")
+        if per_class < 1:
+            raise ValueError(f"PrototypeMemory: per_class must be >= 1, got {per_class}.")
+        if keep not in KEEP_MODES:
+            raise ValueError(f"PrototypeMemory: keep must be one of {KEEP_MODES}, got {keep!r}.")
+        self.num_classes = num_classes
+        self.per_class = per_class
+        self.keep = keep
+        self.memory: List[Optional[torch.Tensor]] = [None] * num_classes
+
+    def reset(self) -> None:
+        """Forget every stored vector."""
+        self.memory = [None] * self.num_classes
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor, selectors: Sequence[nn.Module]) -> None:
+        """Store the vectors of each class present in ``labels``.
+
+        Args:
+            features: (N, D) projected candidate vectors (detached internally).
+            labels: (N,) integer class of each vector.
+            selectors: indexable by class; ``selectors[c]`` maps (n, D) -> (n, 1)
+                scores (SS-Net: ``contrastive_class_selector_<c>``). It is called,
+                without gradient and in its current mode, only for classes with more
+                than ``per_class`` vectors (as in the released code; in train mode
+                its BatchNorm running statistics are updated by that call).
+
+        Raises:
+            ValueError: on mismatched shapes, too few selectors, or out-of-range labels.
+        """
+        if features.dim() != 2 or labels.shape != features.shape[:1]:
+            raise ValueError(
+                f"PrototypeMemory.update: features must be (N, D) and labels (N,), got "
+                f"{tuple(features.shape)} and {tuple(labels.shape)}."
+            )
+        if len(selectors) < self.num_classes:
+            raise ValueError(
+                f"PrototypeMemory.update: need one selector per class ({self.num_classes}), got {len(selectors)}."
+            )
+        features = features.detach()
+        groups = split_by_class(features, labels, self.num_classes)
+        for c, features_c in enumerate(groups):
+            n = features_c.shape[0]
+            if n == 0:
+                continue  # released behaviour: an absent class keeps its previous memory
+            if n > self.per_class:
+                with torch.no_grad():
+                    scores = torch.sigmoid(selectors[c](features_c))[:, 0]
+                    order = torch.sort(scores, dim=0, descending=self.keep == "highest").indices
+                    self.memory[c] = features_c[order[: self.per_class]]
+            else:
+                # clone: the split is a view of all the candidates; keep only this class's rows
+                self.memory[c] = features_c.clone()
+
+    def __repr__(self) -> str:
+        sizes = [None if m is None else tuple(m.shape) for m in self.memory]
+        return (f"PrototypeMemory(num_classes={self.num_classes}, per_class={self.per_class}, "
+                f"keep={self.keep!r}, sizes={sizes})")
+
+
+def _class_term(features_c: torch.Tensor, memory_c: torch.Tensor, selector: nn.Module,
+                selector_memory: nn.Module, memory_weighting: str) -> torch.Tensor:
+    """Weighted mean cosine distance of one class, Eq. (4); returns a float32 scalar."""
+    memory_c = memory_c.detach().to(features_c.device)
+    with _float32_region(features_c.device):
+        memory_norm = F.normalize(memory_c.float(), dim=1)  # (N, D)
+        features_norm = F.normalize(features_c.float(), dim=1)  # (M, D)
+        distances = 1 - torch.mm(features_norm, memory_norm.t())  # (M, N), in [0, 2]
+
+    # Feature weights from DETACHED features: the selector learns, the features get no gradient here.
+    w_f = torch.sigmoid(selector(features_c.detach())).float()  # (M, 1)
+    w_f = (w_f.shape[0] / w_f.sum(dim=0)) * w_f  # mean 1 over the M features
+    # The memory selector sees the L2-normalised memory, as in the released code.
+    w_z = torch.sigmoid(selector_memory(memory_norm)).float().t()  # (1, N)
+    if memory_weighting == "released":
+        # Released behaviour: the rescaling runs over the size-1 axis of the (1, N) row,
+        # so each weight is divided by itself and every memory weight equals 1 (up to
+        # rounding; the selector gets a near-zero gradient).
+        w_z = (w_z.shape[0] / w_z.sum(dim=0)) * w_z
+    else:
+        # "mean": the documented intent, rescaled to mean 1 over the N memory vectors.
+        w_z = (w_z.shape[1] / w_z.sum(dim=1, keepdim=True)) * w_z
+    with _float32_region(features_c.device):
+        weighted = distances * w_f * w_z
+        return weighted.mean()
+
+
+def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequence[Optional[torch.Tensor]],
+                    feature_selectors: Sequence[nn.Module], memory_selectors: Sequence[nn.Module],
+                    memory_weighting: str = "released") -> torch.Tensor:
+    """Inter-class separation loss L_cs, Eq. (4) of SS-Net.
+
+    ``L = (1/C) * sum_c mean_{j in F_c, i in Z_c} (1 - cos(f_j, z_i)) * w_f[j] * w_z[i]``
+
+    ``w_f = sigmoid(feature_selectors[c](f.detach()))`` rescaled to mean 1 over
+    the class's features. Class c contributes only if its memory holds more than
+    one vector and more than one feature has label c (otherwise 0, but it still
+    counts in C).
+
+    Args:
+        features: (M, D) features after projection and prediction heads.
+        labels: (M,) integer labels (true labels or pseudo-labels).
+        memory: C entries, None or (N_c, D) (``PrototypeMemory.memory``); detached here.
+        feature_selectors: ``contrastive_class_selector_<c>`` modules, indexable by c.
+        memory_selectors: ``contrastive_class_selector_memory<c>`` modules, indexable by c.
+        memory_weighting: ``"released"`` (default): each memory weight is
+            ``w_i / w_i = 1``, what the released code computes;
+            ``"mean"``: ``sigmoid(memory_selectors[c](normalize(z)))`` rescaled to
+            mean 1 over the N_c vectors (the method's description).
+
+    Returns:
+        float32 scalar tensor (a constant 0 without graph when no class contributes).
+
+    Raises:
+        ValueError: on mismatched shapes, too few selectors, out-of-range labels or
+            an unknown ``memory_weighting``.
+    """
+    if memory_weighting not in MEMORY_WEIGHTINGS:
+        raise ValueError(
+            f"separation_loss: memory_weighting must be one of {MEMORY_WEIGHTINGS}, got {memory_weighting!r}."
+        )
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(
+            f"separation_loss: features must be (M, D) and labels (M,), got {tuple(features.shape)} "
+            f"and {tuple(labels.shape)}."
+        )
+    num_classes = len(memory)
+    if len(feature_selectors) < num_classes or len(memory_selectors) < num_classes:
+        raise ValueError(
+            f"separation_loss: need one feature selector and one memory selector per class ({num_classes}), "
+            f"got {len(feature_selectors)} and {len(memory_selectors)}."
+        )
+    loss = torch.zeros((), dtype=torch.float32, device=features.device)
+    if all(m is None or m.shape[0] <= 1 for m in memory):
+        return loss  # nothing to compare with: skip the split (no host synchronisation)
+    groups = split_by_class(features, labels, num_classes)
+    for c in range(num_classes):
+        memory_c = memory[c]
+        features_c = groups[c]
+        if memory_c is None or memory_c.shape[0] <= 1 or features_c.shape[0] <= 1:
+            continue  # released behaviour; also the selectors' BatchNorm needs >= 2 rows in train mode
+        loss = loss + _class_term(features_c, memory_c, feature_selectors[c], memory_selectors[c], memory_weighting)
+    return loss / num_classes
+
+
+_HEAD_NAMES = ("projection_head", "prediction_head", "feature_selectors", "memory_selectors")
+
+
+def _resolve_heads(heads: Optional[object], *explicit: object) -> tuple:
+    """The four heads, from ``heads=`` attributes or from the explicit arguments (exactly one way)."""
+    if heads is not None:
+        if any(h is not None for h in explicit):
+            raise ValueError("separation_step: pass heads=model OR the four heads explicitly, not both.")
+        missing = [n for n in _HEAD_NAMES if not hasattr(heads, n)]
+        if missing:
+            raise ValueError(f"separation_step: heads={type(heads).__name__} lacks the attribute(s) {missing}.")
+        return tuple(getattr(heads, n) for n in _HEAD_NAMES)
+    missing = [n for n, h in zip(_HEAD_NAMES, explicit) if h is None]
+    if missing:
+        raise ValueError(f"separation_step: missing {missing}; pass them, or heads=model.")
+    return explicit
+
+
+def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, labeled_bs: int,
+                    memory: PrototypeMemory, projection_head: Optional[nn.Module] = None,
+                    prediction_head: Optional[nn.Module] = None,
+                    feature_selectors: Optional[Sequence[nn.Module]] = None,
+                    memory_selectors: Optional[Sequence[nn.Module]] = None, *, heads: Optional[object] = None,
+                    memory_weighting: str = "released") -> Tuple[torch.Tensor, torch.Tensor]:
+    """One SS-Net separation step (steps 2-4 of a training iteration); returns (L_cs labeled, L_cs unlabeled).
+
+    1. predictions = argmax of the labeled probs, pseudo-labels = argmax of the
+       unlabeled probs;
+    2. candidates = labeled voxels with prediction == label and prediction > 0;
+       their features (channels-last) go through ``projection_head`` in eval mode
+       without gradient (every submodule's mode is restored afterwards, also on
+       an exception) and update ``memory``;
+    3. all labeled voxel features -> projection_head -> prediction_head (current
+       mode, with gradient) -> :func:`separation_loss` grouped by the TRUE labels;
+    4. all unlabeled voxel features -> the same heads -> :func:`separation_loss`
+       grouped by the pseudo-labels.
+
+    Pass the four heads explicitly, or ``heads=model`` for any object with the
+    attributes ``projection_head``, ``prediction_head``, ``feature_selectors``
+    and ``memory_selectors`` (SS-Net's V-Net and U-Net have them), not both.
+
+    Args:
+        features: (B, F, *spatial) decoder features from the train-mode forward.
+        probs: (B, C, *spatial) softmax probabilities of the same forward.
+        labels: (labeled_bs, *spatial) or (labeled_bs, 1, *spatial) integer labels of
+            the first ``labeled_bs`` samples.
+        labeled_bs: number of labeled samples at the start of the batch (1..B).
+        memory: the :class:`PrototypeMemory` (updated in place).
+        projection_head, prediction_head: (n, F) -> (n, D) and (n, D) -> (n, D) heads.
+        feature_selectors, memory_selectors: per-class selectors, see :func:`separation_loss`.
+        heads: instead of the four above, an object carrying them as attributes.
+        memory_weighting: see :func:`separation_loss`.
+
+    Returns:
+        ``(loss_labeled, loss_unlabeled)``, float32 scalars (the unlabeled loss is 0
+        when ``labeled_bs == B``).
+
+    Host synchronisations: the candidate selection (a boolean mask, whose size is
+    data dependent) and one per :func:`split_by_class` call (memory update and each
+    loss); there is no ``.item()`` or ``.cpu()``.
+
+    Raises:
+        ValueError: on inconsistent shapes, ``labeled_bs`` outside 1..B, or heads
+            given both ways / not at all.
+    """
+    projection_head, prediction_head, feature_selectors, memory_selectors = _resolve_heads(
+        heads, projection_head, prediction_head, feature_selectors, memory_selectors)
+    if features.dim() < 3 or probs.dim() != features.dim():
+        raise ValueError(
+            f"separation_step: features {tuple(features.shape)} and probs {tuple(probs.shape)} must both be "
+            "(B, channels, *spatial) with 2 or 3 spatial dims."
+        )
+    batch, spatial = features.shape[0], tuple(features.shape[2:])
+    if probs.shape[0] != batch or tuple(probs.shape[2:]) != spatial:
+        raise ValueError(
+            f"separation_step: probs {tuple(probs.shape)} do not match features {tuple(features.shape)} "
+            "in batch or spatial size."
+        )
+    if not 1 <= labeled_bs <= batch:
+        raise ValueError(f"separation_step: labeled_bs must be in 1..{batch} (the batch size), got {labeled_bs}.")
+    if labels.dim() == features.dim() and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if tuple(labels.shape) != (labeled_bs,) + spatial:
+        raise ValueError(
+            f"separation_step: labels {tuple(labels.shape)} must be (labeled_bs, *spatial) = "
+            f"{(labeled_bs,) + spatial}: the labels of the first labeled_bs samples only."
+        )
+    labels = _check_labels(labels, "separation_step")
+    channels = features.shape[1]
+
+    with torch.no_grad():
+        prediction = probs[:labeled_bs].max(dim=1).indices  # (labeled_bs, *spatial)
+        pseudo_label = probs[labeled_bs:].max(dim=1).indices  # (B - labeled_bs, *spatial)
+        candidate_mask = (prediction == labels) & (prediction > 0)
+
+    features_last = features.movedim(1, -1)  # (B, *spatial, F), channels-last
+    labeled_features = features_last[:labeled_bs]
+    unlabeled_features = features_last[labeled_bs:]
+
+    # Boolean selection: the number of candidates is data dependent (host synchronisation).
+    candidate_features = labeled_features[candidate_mask]
+    candidate_labels = labels[candidate_mask]
+    with torch.no_grad(), _eval_mode(projection_head):
+        projected_candidates = projection_head(candidate_features)
+    memory.update(projected_candidates, candidate_labels, feature_selectors)
+
+    predicted_labeled = prediction_head(projection_head(labeled_features.reshape(-1, channels)))
+    loss_labeled = separation_loss(predicted_labeled, labels.reshape(-1), memory.memory,
+                                   feature_selectors, memory_selectors, memory_weighting)
+
+    if labeled_bs == batch:  # shape-based branch: no unlabeled samples in this batch
+        loss_unlabeled = torch.zeros((), dtype=torch.float32, device=features.device)
+    else:
+        predicted_unlabeled = prediction_head(projection_head(unlabeled_features.reshape(-1, channels)))
+        loss_unlabeled = separation_loss(predicted_unlabeled, pseudo_label.reshape(-1), memory.memory,
+                                         feature_selectors, memory_selectors, memory_weighting)
+    return loss_labeled, loss_unlabeled
