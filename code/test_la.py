@@ -1,0 +1,253 @@
+"""Evaluate a V-Net checkpoint on the LA test cases (released ``test_LA.py`` procedure).
+
+Sliding window 112x112x80, stride 18 (x, y) / 4 (z), zero padding, averaged
+softmax probabilities, foreground > 0.5, largest connected component
+(``--nms 1``, the released default), then Dice, Jaccard, 95HD and ASD per case
+(medpy, voxels). A case with an empty prediction scores 0 on all four
+(``--empty_policy reference``, the released rule; ``nan`` makes its distances
+NaN and leaves it out of their means).
+
+Examples (from the repository root)::
+
+    python code/test_la.py --labelnum 4                      # model/LA_SSNet_4_labeled/VNet
+    python code/test_la.py --ckpt pretrained_pth/LA_SSNet_4_labeled/VNet/VNet_best_model.pth
+
+Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case.csv``,
+``performance.txt``, ``performance.json``, ``test_log.txt`` and, with
+``--save_nii 1``, ``predictions/NN_pred.nii.gz`` and ``NN_scores.nii.gz`` (NN =
+index in ``test.list``, as the released script names them).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from networks.net_factory import net_factory, resolve_device
+from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
+from utils import inference
+from utils.inference import la_case_path, largest_connected_component, load_case, read_case_list
+from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ("dice", "jaccard", "hd95", "asd")
+METHODS = ("ssnet",)
+
+logger = logging.getLogger("test_la")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags (reference names kept)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "LA"),
+                   help="LA folder with test.list and '2018LA_Seg_Training Set/<ID>/mri_norm2.h5'")
+    p.add_argument("--exp", default="SSNet", help="experiment name of the snapshot folder")
+    p.add_argument("--labelnum", type=int, default=4, help="labeled cases of the run (snapshot folder name)")
+    p.add_argument("--model", default="VNet", help="network name for net_factory and the snapshot folder")
+    p.add_argument("--method", default="ssnet", choices=METHODS, help="method whose checkpoint is evaluated")
+    p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"),
+                   help="folder holding the snapshot folders (use pretrained_pth for the released checkpoints)")
+    p.add_argument("--ckpt", default=None,
+                   help="checkpoint file; default <model_root>/LA_<exp>_<labelnum>_labeled/<model>/<model>_best_model.pth")
+    p.add_argument("--out_dir", default=None, help="where results go; default <folder of the checkpoint>/test")
+    p.add_argument("--num_classes", type=int, default=2, help="output channels of the network")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N")
+    p.add_argument("--patch_size", type=int, nargs=3, default=[112, 112, 80], metavar=("X", "Y", "Z"),
+                   help="sliding-window size")
+    p.add_argument("--stride_xy", type=int, default=18, help="window stride along x and y")
+    p.add_argument("--stride_z", type=int, default=4, help="window stride along z")
+    p.add_argument("--sw_batch", type=int, default=4, help="windows per forward pass (does not change results)")
+    p.add_argument("--nms", type=int, default=1, choices=(0, 1),
+                   help="keep the largest connected component (released default 1)")
+    p.add_argument("--save_nii", type=int, default=1, choices=(0, 1), help="save NIfTI predictions and score maps")
+    p.add_argument("--detail", type=int, default=1, choices=(0, 1), help="log the metrics of every case")
+    p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
+                   help="empty prediction: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 is the "
+                        "best value), 'nan' makes 95HD/ASD NaN and leaves the case out of their means")
+    return p
+
+
+def device_from_flags(device: str, gpu: str | None) -> str:
+    """Merge ``--device`` and its alias ``--gpu`` (a bare index N means cuda:N)."""
+    if gpu is None:
+        return device
+    alias = f"cuda:{gpu}" if str(gpu).isdigit() else str(gpu)
+    if device not in ("auto", alias):
+        raise ValueError(f"--device {device} and --gpu {gpu} disagree; pass only one of them.")
+    return alias
+
+
+def snapshot_dir(model_root: str, exp: str, labelnum: int, model: str) -> str:
+    """``<model_root>/LA_<exp>_<labelnum>_labeled/<model>`` (the reference's layout)."""
+    return os.path.join(model_root, f"LA_{exp}_{labelnum}_labeled", model)
+
+
+def save_nifti(array: np.ndarray, path: str) -> None:
+    """Save a (W, H, D) array so that the NIfTI's i, j, k axes are W, H, D (spacing 1)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))).astype(np.float32))
+    sitk.WriteImage(image, path)
+
+
+def evaluate_la(
+    model,
+    root_path: str,
+    case_ids: Sequence[str],
+    out_dir: str,
+    num_classes: int = 2,
+    patch_size: Sequence[int] = (112, 112, 80),
+    stride_xy: int = 18,
+    stride_z: int = 4,
+    sw_batch: int = 4,
+    nms: bool = True,
+    save_nii: bool = True,
+    detail: bool = True,
+    empty_policy: str = "reference",
+    extra_info: dict | None = None,
+) -> dict:
+    """Run the LA test on ``case_ids`` and write the result files to ``out_dir``.
+
+    Returns:
+        A summary dict: ``mean`` and ``std`` (dice, jaccard, hd95, asd),
+        ``cases``, ``empty_predictions``, ``per_case`` rows and file paths.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    pred_dir = os.path.join(out_dir, "predictions")
+    if save_nii:
+        os.makedirs(pred_dir, exist_ok=True)
+    rows = []
+    for ith, case in enumerate(tqdm(case_ids, desc="LA test", unit="case")):
+        data = load_case(la_case_path(root_path, case))
+        image, label = data["image"], data["label"]
+        if image.shape != label.shape:
+            raise ValueError(f"{la_case_path(root_path, case)}: image {image.shape} and label {label.shape} differ.")
+        prediction, score_map = inference.test_single_case(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch)
+        if nms:
+            prediction = largest_connected_component(prediction).astype(np.uint8)
+        empty = not prediction.any()
+        values = calculate_metric_percase(prediction, label, policy=empty_policy)
+        rows.append({"index": ith, "case": case, **dict(zip(METRICS, values)), "empty_prediction": int(empty)})
+        if detail:
+            logger.info("%02d %s\tdice %.5f  jaccard %.5f  hd95 %.5f  asd %.5f%s", ith, case, *values,
+                        "  (empty prediction)" if empty else "")
+        if save_nii:
+            save_nifti(prediction, os.path.join(pred_dir, f"{ith:02d}_pred.nii.gz"))
+            save_nifti(score_map[num_classes - 1], os.path.join(pred_dir, f"{ith:02d}_scores.nii.gz"))
+
+    table = np.array([[r[m] for m in METRICS] for r in rows], dtype=np.float64)
+    mean, std, counted = summarize(table)
+    n_empty = sum(r["empty_prediction"] for r in rows)
+
+    csv_path = os.path.join(out_dir, "metrics_per_case.csv")
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["index", "case", *METRICS, "empty_prediction"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    rule = ("scored 0 on all four metrics; 95HD/ASD 0 is the best possible value" if empty_policy == "reference"
+            else "95HD/ASD NaN, left out of their means")
+    empty_line = f"{n_empty} of {len(rows)} cases had an empty prediction (policy {empty_policy}: {rule})"
+    perf_path = os.path.join(out_dir, "performance.txt")
+    with open(perf_path, "w", encoding="utf-8") as handle:
+        handle.write(f"average metric is {mean} \n")  # the released file's line
+        for name, m, s, n in zip(METRICS, mean, std, counted):
+            handle.write(f"{name}: {m:.4f} +- {s:.4f} (mean +- std over {n} cases)\n")
+        handle.write(empty_line + "\n")
+        for key, value in (extra_info or {}).items():
+            handle.write(f"{key}: {value}\n")
+    summary = {
+        "dataset": "LA",
+        "metrics": list(METRICS),
+        "mean": dict(zip(METRICS, mean.tolist())),
+        "std": dict(zip(METRICS, std.tolist())),
+        "counted": dict(zip(METRICS, counted.tolist())),
+        "cases": len(rows),
+        "empty_predictions": n_empty,
+        "empty_policy": empty_policy,
+        "nms": bool(nms),
+        "patch_size": list(patch_size),
+        "stride_xy": stride_xy,
+        "stride_z": stride_z,
+        **(extra_info or {}),
+        "per_case": rows,
+    }
+    json_path = os.path.join(out_dir, "performance.json")
+    with open(json_path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, allow_nan=True)
+    logger.info("average metric is %s (dice, jaccard, hd95, asd)", mean)
+    logger.info(empty_line)
+    logger.info("Wrote %s, %s and %s", perf_path, csv_path, json_path)
+    summary.update(csv=csv_path, performance_txt=perf_path, performance_json=json_path)
+    return summary
+
+
+def _add_log_file(path: str) -> list[logging.Handler]:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.FileHandler(path, mode="w", encoding="utf-8")]
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        handlers.append(logging.StreamHandler(sys.stdout))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    return handlers
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Parse ``argv``, load the checkpoint, run :func:`evaluate_la`; returns its summary."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(device_from_flags(args.device, args.gpu))
+    except (ValueError, RuntimeError) as err:  # bad value, or CUDA asked for without a GPU
+        parser.error(str(err))
+    for flag in ("stride_xy", "stride_z", "sw_batch"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    ckpt = args.ckpt or os.path.join(snapshot_dir(args.model_root, args.exp, args.labelnum, args.model),
+                                     f"{args.model}_best_model.pth")
+    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "test")
+    require_checkpoint(ckpt)  # fail before any work, naming the path tried
+    case_ids = read_case_list(os.path.join(args.root_path, "test.list"), "LA test list")
+
+    os.makedirs(out_dir, exist_ok=True)
+    handlers = _add_log_file(os.path.join(out_dir, "test_log.txt"))
+    try:
+        logger.info("Arguments: %s", vars(args))
+        model = net_factory(net_type=args.model, in_chns=1, class_num=args.num_classes, mode="test", device=device)
+        load_weights(model, ckpt, device)
+        logger.info("Evaluating %s on %d LA cases from %s on %s; results go to %s",
+                    ckpt, len(case_ids), args.root_path, device, out_dir)
+        start = time.time()
+        with logging_redirect_tqdm():  # log lines do not break the progress bar
+            summary = evaluate_la(
+                model, args.root_path, case_ids, out_dir, num_classes=args.num_classes, patch_size=args.patch_size,
+                stride_xy=args.stride_xy, stride_z=args.stride_z, sw_batch=args.sw_batch, nms=bool(args.nms),
+                save_nii=bool(args.save_nii), detail=bool(args.detail), empty_policy=args.empty_policy,
+                extra_info={"checkpoint": os.path.abspath(ckpt), "method": args.method, "model": args.model,
+                            "exp": args.exp, "labelnum": args.labelnum},
+            )
+        logger.info("Done in %.1f s", time.time() - start)
+        return summary
+    finally:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError) as error:
+        raise SystemExit(f"test_la.py: error: {error}")
