@@ -1,0 +1,181 @@
+"""Time SS-Net's real training iteration and the test-time sliding window.
+
+    python code/benchmark.py --setting la --patch_size 64 64 48 --batch_size 4 --labeled_bs 2 \\
+        --iters 5 --device cpu --json out.json
+
+The training iteration is :func:`utils.trainer.train_step` with the method that
+``train_la.py`` / ``train_acdc.py`` build from the same flags (same code path),
+fed synthetic tensors of the setting's shape. Timing is device-synchronised;
+the median of ``--iters`` iterations after ``--warmup`` is reported, broken
+down by phase (forward, separation, VAT incl. the supervised Dice, backward,
+optimiser step). Then the sliding window of ``test_la.py`` (LA) or the
+slice-wise inference of ``test_acdc.py`` (ACDC) is timed at each ``--sw_batch``.
+"""
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+import train_acdc
+import train_la
+from methods import get_method
+from networks.net_factory import resolve_device
+from utils.inference import test_single_case, test_single_volume_2d
+from utils.trainer import make_optimizer, seed_everything, train_step
+
+SETTINGS = {"la": (train_la, "LA", 2), "acdc": (train_acdc, "ACDC", 4)}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_batch(dataset: str, batch: int, patch: List[int], num_classes: int, device: torch.device):
+    """Images with a bright blob whose voxels are labeled foreground (so the
+    separation loss has correct predictions to work with after a few steps)."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn((batch, 1, *patch), generator=g)
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in patch], indexing="ij")
+    r2 = sum(x ** 2 for x in grids)
+    label = torch.zeros((batch, *patch), dtype=torch.long)
+    for c in range(1, num_classes):
+        label[:, (r2 < (0.6 / c) ** 2)] = c
+    image += label[:, None].float()
+    return image.to(device), label.to(device)
+
+
+def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
+    module, dataset, num_classes = SETTINGS[args.setting]
+    targs = module.parse_args(["--device", str(device), "--batch_size", str(args.batch_size), "--labeled_bs",
+                               str(args.labeled_bs), "--patch_size", *map(str, args.patch_size)] + args.train_flags)
+    seed_everything(targs.seed, deterministic=False)
+    method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
+    optimizer = make_optimizer(method.model, targs.base_lr)
+    image, label = synthetic_batch(dataset, args.batch_size, args.patch_size, num_classes, device)
+    marks: List[tuple] = []
+
+    def hook(name: str) -> None:
+        sync(device)
+        marks.append((name, time.perf_counter()))
+
+    method.phase_hook = hook
+    totals, phases = [], {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    # iter_num past the ramp-up so every loss term has its full weight
+    for i in range(args.warmup + args.iters):
+        marks.clear()
+        sync(device)
+        t0 = time.perf_counter()
+        marks.append(("start", t0))
+        train_step(method, optimizer, image, label, 10 ** 6)
+        sync(device)
+        if i >= args.warmup:
+            totals.append(time.perf_counter() - t0)
+            for (_, a), (name, b) in zip(marks[:-1], marks[1:]):
+                phases.setdefault(name, []).append(b - a)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+    return {"train_step_s": statistics.median(totals), "train_step_all_s": totals,
+            "phases": {k: statistics.median(v) for k, v in phases.items()}, "peak_memory_mib": peak}
+
+
+def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    module, dataset, num_classes = SETTINGS[args.setting]
+    from networks.net_factory import net_factory
+    model = net_factory("VNet" if dataset == "LA" else "unet", 1, num_classes, "test", device).eval()
+    out = {}
+    rng = np.random.default_rng(0)
+    if dataset == "LA":
+        vol = rng.standard_normal(args.volume).astype(np.float32)
+        patch = tuple(args.patch_size)
+        from utils.inference import sliding_window_starts
+        n_windows = int(np.prod([len(sliding_window_starts(max(v, p), p, s)) for v, p, s in
+                                 zip(vol.shape, patch, (args.stride_xy, args.stride_xy, args.stride_z))]))
+        for b in args.sw_batch:
+            test_single_case(model, vol[:, :, : patch[2] + args.stride_z], args.stride_xy, args.stride_z, patch,
+                             num_classes, sw_batch=b)  # warm-up
+            sync(device)
+            t0 = time.perf_counter()
+            test_single_case(model, vol, args.stride_xy, args.stride_z, patch, num_classes, sw_batch=b)
+            sync(device)
+            out[str(b)] = n_windows / (time.perf_counter() - t0)
+    else:
+        vol = rng.random((args.slices, 224, 208), dtype=np.float32)
+        for b in args.sw_batch:
+            test_single_volume_2d(model, vol[:2], num_classes, tuple(args.patch_size), batch=b)
+            sync(device)
+            t0 = time.perf_counter()
+            test_single_volume_2d(model, vol, num_classes, tuple(args.patch_size), batch=b)
+            sync(device)
+            out[str(b)] = args.slices / (time.perf_counter() - t0)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="la", help="la (V-Net, 3D) or acdc (U-Net, 2D)")
+    p.add_argument("--patch_size", type=int, nargs="+", default=None, help="default: the paper's size")
+    p.add_argument("--batch_size", type=int, default=None, help="default: the paper's (LA 4, ACDC 24)")
+    p.add_argument("--labeled_bs", type=int, default=None, help="default: half the batch")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--sw_batch", type=int, nargs="+", default=[1, 4], help="sliding-window batches to time")
+    p.add_argument("--volume", type=int, nargs=3, default=None,
+                   help="LA test volume size (default: 1.5x the patch in x/y, patch+2 strides in z)")
+    p.add_argument("--slices", type=int, default=10, help="ACDC test volume slices")
+    p.add_argument("--stride_xy", type=int, default=18, help="LA sliding-window stride x/y")
+    p.add_argument("--stride_z", type=int, default=4, help="LA sliding-window stride z")
+    p.add_argument("--skip_inference", action="store_true", help="time the training iteration only")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("train_flags", nargs="*", help="extra training flags after --, e.g. -- --lds kl")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    la = args.setting == "la"
+    args.patch_size = args.patch_size or ([112, 112, 80] if la else [256, 256])
+    args.batch_size = args.batch_size or (4 if la else 24)
+    args.labeled_bs = args.labeled_bs or args.batch_size // 2
+    if la and args.volume is None:
+        ps = args.patch_size
+        args.volume = [ps[0] * 3 // 2, ps[1] * 3 // 2, ps[2] + 2 * args.stride_z]
+    device = resolve_device(args.device)
+    result: Dict[str, object] = {"setting": args.setting, "device": str(device),
+                                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                                 else platform.processor() or platform.machine(),
+                                 "threads": torch.get_num_threads(), "torch": torch.__version__,
+                                 "patch_size": args.patch_size, "batch_size": args.batch_size,
+                                 "labeled_bs": args.labeled_bs, "train_flags": args.train_flags}
+    result.update(time_training(args, device))
+    if not args.skip_inference:
+        result["windows_per_s" if la else "slices_per_s"] = time_inference(args, device)
+    print(f"device {result['device']} ({result['device_name']}), torch {result['torch']}, "
+          f"{result['threads']} threads; {args.setting} patch {args.patch_size}, batch {args.batch_size} "
+          f"({args.labeled_bs} labeled)")
+    print(f"train step: median {result['train_step_s']:.3f} s over {args.iters} iterations")
+    for k, v in result["phases"].items():
+        print(f"  {k:<11} {v:.3f} s")
+    if result["peak_memory_mib"] is not None:
+        print(f"peak GPU memory {result['peak_memory_mib']:.0f} MiB")
+    for key in ("windows_per_s", "slices_per_s"):
+        for b, v in result.get(key, {}).items():
+            print(f"inference sw_batch {b}: {v:.2f} {key.replace('_per_s', '')}/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,367 @@
+"""The training loop shared by ``train_la.py`` and ``train_acdc.py``.
+
+The scripts build the data, the method (:mod:`methods`) and the validation
+function; this module owns what is common: flags, seeding, the snapshot folder
+and its log, the optimiser and learning-rate schedule, tensorboard scalars and
+images, validation and model selection, checkpoints, and ``--resume``.
+
+Checkpoints in the snapshot folder:
+* ``{model}_best_model.pth`` and ``iter_<n>_dice_<d>.pth``: bare state_dicts
+  (the released format), written when the selection score improves;
+* ``last.pth``: weights, optimiser, iteration, best score, the method's state
+  (prototype memory) and every RNG state, for ``--resume``.
+"""
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from methods import METHODS, get_method
+from networks.net_factory import resolve_device
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def str2bool(v: str) -> bool:
+    if str(v).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(v).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {v!r}")
+
+
+def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
+    """Flags shared by both training scripts; ``d`` holds the dataset's defaults."""
+    p.add_argument("--root_path", default=d["root_path"], help="dataset folder (see data/README.md)")
+    p.add_argument("--method", default="ssnet", choices=sorted(METHODS), help="semi-supervised method")
+    p.add_argument("--exp", default=None,
+                   help="experiment name (snapshot folder name part); default: the method's name, e.g. SSNet")
+    p.add_argument("--model", default=d["model"], help="network: VNet (LA) or unet (ACDC)")
+    p.add_argument("--labelnum", type=int, default=d["labelnum"], help=d["labelnum_help"])
+    p.add_argument("--max_iterations", "--max_iteration", dest="max_iterations", type=int,
+                   default=d["max_iterations"], help="training iterations")
+    p.add_argument("--batch_size", type=int, default=d["batch_size"], help="batch size (labeled + unlabeled)")
+    p.add_argument("--labeled_bs", type=int, default=d["labeled_bs"], help="labeled items per batch")
+    p.add_argument("--base_lr", type=float, default=0.01, help="SGD learning rate")
+    p.add_argument("--seed", type=int, default=1337, help="random seed")
+    p.add_argument("--deterministic", type=int, default=1, help="1: cudnn deterministic, no benchmark")
+    p.add_argument("--consistency", type=float, default=d["consistency"], help="final weight of the unsupervised losses")
+    p.add_argument("--consistency_rampup", type=float, default=d["consistency_rampup"],
+                   help="ramp-up length in units of 150 iterations")
+    p.add_argument("--magnitude", type=float, default=d["magnitude"], help="VAT epsilon (perturbation norm)")
+    p.add_argument("--patch_size", type=int, nargs="+", default=d["patch_size"], help="training crop size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--gpu", default=None, help="alias: --gpu N is --device cuda:N")
+    p.add_argument("--num_workers", type=int, default=4, help="data-loader worker processes (0: main process)")
+    p.add_argument("--persistent_workers", type=int, default=0,
+                   help="1: keep loader workers alive across sampler epochs (faster start of each epoch). "
+                        "0 (released): workers are re-created and re-seeded every epoch, which consumes the "
+                        "torch RNG as the released runs did")
+    p.add_argument("--lds", choices=["dice", "kl", "none"], default="dice",
+                   help="smoothness loss distance (Table 3: dice = released, kl = original VAT, none = off)")
+    p.add_argument("--cs", choices=["on", "off"], default="on", help="inter-class separation loss (Table 3)")
+    p.add_argument("--supervised_only", action="store_true",
+                   help="batches of labeled cases only, Dice loss only (the paper's V-Net/U-Net rows)")
+    p.add_argument("--prototype_keep", choices=["lowest", "highest"], default="lowest",
+                   help="prototype selection: lowest attention scores (released) or highest (paper text)")
+    p.add_argument("--memory_weighting", choices=["released", "mean"], default="released",
+                   help="prototype weights in the separation loss: released (all 1, as the released code "
+                        "computes them) or mean (sigmoid(selector) rescaled to mean 1, as the paper describes)")
+    p.add_argument("--select", choices=["test", "val", "last"], default=d["select"], help=d["select_help"])
+    p.add_argument("--val_num", type=int, default=d["val_num"],
+                   help="with --select val: how many of the last training cases are held out for validation")
+    p.add_argument("--val_start", type=int, default=d["val_start"], help="first iteration that validates")
+    p.add_argument("--val_interval", type=int, default=200, help="validate every N iterations")
+    p.add_argument("--sw_batch", type=int, default=4, help="sliding-window patches per forward in validation")
+    p.add_argument("--log_interval", type=int, default=20,
+                   help="log losses every N iterations (the only host syncs of the loop)")
+    p.add_argument("--image_interval", type=int, default=200, help="tensorboard images every N iterations")
+    p.add_argument("--save_interval", type=int, default=200, help="write last.pth every N iterations")
+    p.add_argument("--resume", action="store_true", help="continue from <snapshot>/last.pth")
+    p.add_argument("--model_root", default=os.path.join(ROOT, "model"), help="folder holding the snapshot folders")
+    # Baselines (--method uamt|sassnet|dtc|urpc|mcnet), README "Baselines".
+    p.add_argument("--baseline_consistency", type=float, default=None,
+                   help="final weight of a baseline's unsupervised term; default: the baseline's own (UA-MT 0.1, "
+                        "SASSNet 0.015, DTC/MC-Net 1.0 on LA and 0.1 on ACDC, URPC 0.1). --consistency is SS-Net's")
+    p.add_argument("--baseline_rampup", type=float, default=None,
+                   help="ramp-up length of a baseline's weight in units of 150 iterations; default: the "
+                        "baseline's own (40 on LA, 200 on ACDC). --consistency_rampup is SS-Net's")
+    p.add_argument("--ema_decay", type=float, default=0.99, help="UA-MT: EMA decay of the teacher")
+    p.add_argument("--beta", type=float, default=0.3, help="SASSNet/DTC: weight of the SDF regression loss")
+    p.add_argument("--temperature", type=float, default=0.1, help="MC-Net: sharpening temperature T")
+    p.add_argument("--mcnet_dice", choices=["released", "factor2"], default="released",
+                   help="MC-Net on ACDC: Dice of the public 2D code without the factor 2 (released) or the usual form")
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    if args.exp is None:
+        args.exp = get_method(args.method).name
+    if args.gpu is not None:
+        args.device = f"cuda:{args.gpu}"
+    if args.supervised_only:
+        args.lds, args.cs = "none", "off"
+    if not 0 < args.labeled_bs <= args.batch_size:
+        raise SystemExit(f"--labeled_bs must be in 1..--batch_size ({args.batch_size}), got {args.labeled_bs}")
+    if not args.supervised_only and args.labeled_bs == args.batch_size:
+        raise SystemExit("--labeled_bs equals --batch_size: no unlabeled items per batch; "
+                         "use --supervised_only for labeled-only training")
+    for flag in ("max_iterations", "log_interval", "val_interval", "save_interval", "image_interval"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag} must be >= 1")
+    return args
+
+
+def loader_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """DataLoader options from the flags (workers seeded as released)."""
+    from dataloaders.sampler import make_worker_init_fn
+    return dict(num_workers=args.num_workers, pin_memory=torch.cuda.is_available() and args.device != "cpu",
+                worker_init_fn=make_worker_init_fn(args.seed),
+                persistent_workers=bool(args.persistent_workers) and args.num_workers > 0)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = bool(deterministic)
+
+
+def setup_logging(snapshot: str) -> None:
+    """Log to ``<snapshot>/log.txt`` and stderr (a fresh handler set per run)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("[%(asctime)s.%(msecs)03d] %(message)s", datefmt="%H:%M:%S")
+    for h in (logging.FileHandler(os.path.join(snapshot, "log.txt")), logging.StreamHandler(sys.stderr)):
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def endless(loader: Any) -> Iterator[Any]:
+    """Batches forever; a new pass over the loader (a new sampler epoch) after each."""
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """SGD, momentum 0.9, weight decay 1e-4 (released)."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+
+
+def train_step(method: Any, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
+               iter_num: int) -> Dict[str, torch.Tensor]:
+    """One training iteration: the method's losses, backward, optimiser step,
+    the method's after-step work. ``iter_num`` iterations are done before it.
+    (code/benchmark.py times exactly this function.)"""
+    out = method.step(image, label, iter_num)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    if getattr(method, "phase_hook", None) is not None:
+        method.phase_hook("backward")
+    optimizer.step()
+    method.after_step(iter_num + 1)
+    if getattr(method, "phase_hook", None) is not None:
+        method.phase_hook("step")
+    return out
+
+
+class Trainer:
+    """Runs ``method`` for ``args.max_iterations`` iterations.
+
+    Args:
+        args: parsed flags (see :func:`add_common_args`).
+        method: see :mod:`methods` for the interface.
+        loader: training batches (dicts with ``image`` and ``label``).
+        snapshot: the snapshot folder.
+        lr_at: learning rate to use after ``n`` iterations are done.
+        validate: ``model -> (score, scalars)``: the selection score (higher is
+            better) and extra tensorboard scalars; ``None`` with ``--select last``.
+        should_validate: ``n -> bool`` whether to validate after iteration n.
+        image_fn: ``(writer, image, label, probs, n)`` writes tensorboard images.
+    """
+
+    def __init__(self, args: argparse.Namespace, method: Any, loader: Any, snapshot: str,
+                 lr_at: Callable[[int], float], validate: Optional[Callable[[nn.Module], Tuple[float, Dict[str, float]]]],
+                 should_validate: Callable[[int], bool], image_fn: Optional[Callable[..., None]] = None,
+                 device: Optional[torch.device] = None) -> None:
+        from tensorboardX import SummaryWriter  # noqa: WPS433 (heavy import, only when training)
+
+        self.args, self.method, self.loader, self.snapshot = args, method, loader, snapshot
+        self.model: nn.Module = method.model
+        self.device = device or next(self.model.parameters()).device
+        self.lr_at, self.validate, self.should_validate, self.image_fn = lr_at, validate, should_validate, image_fn
+        self.optimizer = make_optimizer(self.model, args.base_lr)
+        self.writer = SummaryWriter(os.path.join(snapshot, "log"))
+        self.iter_num = 0
+        self.best = float("-inf")
+        self.best_iter = -1
+        self.history: List[Dict[str, float]] = []
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.snapshot, "last.pth")
+
+    def save_last(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "iter_num": self.iter_num, "best": self.best, "best_iter": self.best_iter,
+                 "method": self.method.state_dict(), "rng": rng_state(), "config": vars(self.args)}
+        tmp = self.last_path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.last_path)  # never leave a half-written last.pth
+
+    def load_last(self) -> None:
+        if not os.path.isfile(self.last_path):
+            raise SystemExit(f"--resume: no checkpoint at {self.last_path}; run without --resume to start, "
+                             "or check --exp/--labelnum/--model_root")
+        # Our own file, with numpy RNG state inside: not a weights-only checkpoint.
+        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iter_num, self.best, self.best_iter = state["iter_num"], state["best"], state["best_iter"]
+        self.method.load_state_dict(state["method"], self.device)
+        set_rng_state(state["rng"])
+        logging.info("resumed from %s at iteration %d (best %.4f at %d)", self.last_path, self.iter_num,
+                     self.best, self.best_iter)
+
+    def save_best(self, score: float) -> None:
+        name = self.args.model
+        weights = self.model.state_dict()
+        torch.save(weights, os.path.join(self.snapshot, f"iter_{self.iter_num}_dice_{round(score, 4)}.pth"))
+        torch.save(weights, os.path.join(self.snapshot, f"{name}_best_model.pth"))
+        logging.info("iteration %d: new best %.4f, saved %s_best_model.pth", self.iter_num, score, name)
+
+    # ------------------------------------------------------------------ loop
+    def set_lr(self, lr: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def run_validation(self, final: bool = False) -> None:
+        if self.validate is None:  # --select last: the last iterate is the model
+            if final:
+                self.best, self.best_iter = float("nan"), self.iter_num
+                self.save_best(float("nan"))
+            return
+        t0 = time.time()
+        score, scalars = self.validate(self.model)
+        for k, v in scalars.items():
+            self.writer.add_scalar(k, v, self.iter_num)
+        improved = score > self.best
+        if improved:
+            self.best, self.best_iter = score, self.iter_num
+            self.save_best(score)
+        self.writer.add_scalar("4_val/score", score, self.iter_num)
+        self.writer.add_scalar("4_val/best", self.best, self.iter_num)
+        logging.info("iteration %d: validation score %.4f (best %.4f at %d) [%.1fs]", self.iter_num, score,
+                     self.best, self.best_iter, time.time() - t0)
+
+    def train(self) -> Dict[str, Any]:
+        from tqdm import tqdm
+
+        args = self.args
+        if args.resume:
+            self.load_last()
+        self.set_lr(self.lr_at(self.iter_num))
+        batches = endless(self.loader)
+        pending: List[torch.Tensor] = []
+        bar = tqdm(total=args.max_iterations, initial=self.iter_num, ncols=100, desc="train",
+                   disable=None, file=sys.stderr)
+        t_start = time.time()
+        while self.iter_num < args.max_iterations:
+            batch = next(batches)
+            image = batch["image"].to(self.device, non_blocking=True)
+            label = batch["label"].to(self.device, non_blocking=True).long()
+            out = train_step(self.method, self.optimizer, image, label, self.iter_num)
+            self.iter_num += 1
+            self.set_lr(self.lr_at(self.iter_num))
+            pending.append(torch.stack([out[k].detach().float().to(self.device) for k in self.method.log_keys]))
+            n = self.iter_num
+            if n % args.log_interval == 0 or n == args.max_iterations:
+                self.log(pending, bar)
+                pending = []
+            if self.image_fn is not None and "probs" in out and n % args.image_interval == 0:
+                self.image_fn(self.writer, image, label, out["probs"], n)
+            final = n == args.max_iterations
+            if self.should_validate(n) or final:
+                self.run_validation(final)
+            if n % args.save_interval == 0 or final:
+                self.save_last()
+            bar.update(1)
+        bar.close()
+        self.writer.close()
+        summary = {"iterations": self.iter_num, "best": self.best, "best_iter": self.best_iter,
+                   "seconds": round(time.time() - t_start, 1), "snapshot": self.snapshot}
+        logging.info("training finished: %s", json.dumps(summary))
+        return summary
+
+    def log(self, pending: List[torch.Tensor], bar: Any) -> None:
+        """One host sync for ``log_interval`` iterations: the mean of each term."""
+        values = torch.stack(pending).mean(0).tolist()
+        scalars = dict(zip(self.method.log_keys, values))
+        scalars["lr"] = self.optimizer.param_groups[0]["lr"]
+        for k, v in scalars.items():
+            self.writer.add_scalar(("1_loss/" if k.startswith("loss") else "2_train/") + k, v, self.iter_num)
+        self.history.append({"iter": self.iter_num, **scalars})
+        logging.info("iteration %d: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()), self.iter_num)
+        bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in scalars.items()
+                         if k in ("loss", "loss_dice", "loss_lds", "loss_cs_l")})
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a script's ``main``; bad input (missing files, bad data, no GPU)
+    ends with its message and exit status 1 instead of a traceback."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        logging.getLogger().error("error: %s", e)  # stderr (and log.txt once the run has one)
+        sys.exit(1)
+
+
+def prepare_snapshot(args: argparse.Namespace, dataset: str) -> Tuple[str, torch.device]:
+    """Create the snapshot folder, log set-up, config.json; seed; pick the device."""
+    device = resolve_device(args.device)
+    snapshot = os.path.join(args.model_root, f"{dataset}_{args.exp}_{args.labelnum}_labeled", args.model)
+    if os.path.isfile(os.path.join(snapshot, "last.pth")) and not args.resume:
+        logging.getLogger().warning("%s already holds a run; it will be overwritten (use --resume to continue)",
+                                    snapshot)
+    os.makedirs(snapshot, exist_ok=True)
+    setup_logging(snapshot)
+    seed_everything(args.seed, bool(args.deterministic))
+    config = dict(vars(args), device_resolved=str(device), torch=torch.__version__, dataset=dataset)
+    with open(os.path.join(snapshot, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    logging.info("snapshot folder: %s", snapshot)
+    logging.info("config: %s", json.dumps(config, sort_keys=True))
+    return snapshot, device
