@@ -12,7 +12,9 @@ Params are all trainable parameters (``sum(p.numel())``, the same as thop).
 The paper's numbers come from ``data/paper_tables.csv``.
 """
 import argparse
+import contextlib
 import csv
+import io
 import logging
 import os
 import sys
@@ -38,13 +40,27 @@ class Row:
 
 
 def rows() -> List[Row]:
-    """The networks to count, in the paper's table order."""
+    """The networks to count, in the paper's table order (the baselines as their methods build them)."""
     la, acdc = (1, 1, 112, 112, 80), (1, 1, 256, 256)
+
+    def net(name: str, classes: int, **kw: bool) -> Callable[[], nn.Module]:
+        return lambda: net_factory(name, 1, classes, "test", "cpu", **kw)
+
     return [
-        Row("LA", "V-Net", lambda: net_factory("VNet", 1, 2, "test", "cpu", with_heads=False), la, "backbone"),
-        Row("LA", "SS-Net", lambda: net_factory("VNet", 1, 2, "test", "cpu"), la, "V-Net + SS-Net heads"),
-        Row("ACDC", "U-Net", lambda: net_factory("unet", 1, 4, "test", "cpu", with_heads=False), acdc, "backbone"),
-        Row("ACDC", "SS-Net", lambda: net_factory("unet", 1, 4, "test", "cpu"), acdc, "U-Net + SS-Net heads"),
+        Row("LA", "V-Net", net("VNet", 2, with_heads=False), la, "backbone"),
+        Row("LA", "UA-MT", net("VNet", 2, with_heads=False), la, "student V-Net (EMA teacher not counted)"),
+        Row("LA", "SASSNet", net("vnet_sdf", 2), la, "V-Net + 2-ch tanh SDF head (discriminator not counted)"),
+        Row("LA", "DTC", net("vnet_sdf", 2), la, "V-Net + 2-ch tanh SDF head"),
+        Row("LA", "URPC", net("unet_3D_dv_semi", 2), la, "3D U-Net, deep supervision, InstanceNorm"),
+        Row("LA", "MC-Net", net("mcnet3d_v1", 2), la, "V-Net encoder + deconv and trilinear decoders"),
+        Row("LA", "SS-Net", net("VNet", 2), la, "V-Net + SS-Net heads"),
+        Row("ACDC", "U-Net", net("unet", 4, with_heads=False), acdc, "backbone"),
+        Row("ACDC", "UA-MT", net("unet", 4, with_heads=False), acdc, "student U-Net (EMA teacher not counted)"),
+        Row("ACDC", "SASSNet", net("unet_sdf", 4), acdc, "U-Net + 4-ch 3x3 tanh SDF head (discriminator not counted)"),
+        Row("ACDC", "DTC", net("unet_sdf", 4), acdc, "U-Net + 4-ch 3x3 tanh SDF head"),
+        Row("ACDC", "URPC", net("unet_urpc", 4), acdc, "U-Net + 4 aux 3x3 heads (dp4 unused)"),
+        Row("ACDC", "MC-Net", net("mcnet2d_v1", 4), acdc, "U-Net encoder + bilinear and deconv decoders"),
+        Row("ACDC", "SS-Net", net("unet", 4), acdc, "U-Net + SS-Net heads"),
     ]
 
 
@@ -69,7 +85,8 @@ def count_macs(model: nn.Module, input_shape: Tuple[int, ...], device: str = "cp
     except ImportError as e:  # pragma: no cover - requirements install it
         raise SystemExit("thop is needed for MACs: pip install thop") from e
     model = model.to(device).eval()
-    with torch.no_grad():
+    # thop prints a line per trilinear Upsample it cannot count (it counts them 0); keep stdout clean.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         macs, _ = profile(model, inputs=(torch.zeros(input_shape, device=device),), verbose=False)
     # thop leaves counters in the modules' buffers; they are not part of the model.
     for m in model.modules():
@@ -116,7 +133,9 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     print("\nParams: all parameters in millions, 3 decimals (the paper prints 2: V-Net 9.449 M is its 9.44).\n"
           "MACs: thop.profile of one forward pass (Conv/ConvTranspose/Linear multiply-accumulates without "
           "bias, 2 per element for affine BatchNorm, Upsample interpolation; activations, pooling and dropout "
-          "count 0). The SS-Net heads run only in the training losses: parameters, no forward MACs.")
+          "count 0; thop counts trilinear upsampling (URPC LA, MC-Net LA) as 0). The SS-Net heads run only in the "
+          "training losses: parameters, no forward MACs. Baselines: the network each method trains and tests; "
+          "UA-MT's EMA teacher and SASSNet's discriminator are training-only and not counted, as in the paper.")
     return result
 
 

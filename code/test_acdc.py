@@ -1,4 +1,5 @@
-"""Evaluate a U-Net checkpoint on the ACDC test volumes (released ``test_ACDC.py`` procedure).
+"""Evaluate an ACDC checkpoint (SS-Net or a baseline, ``--method``) on the ACDC test volumes
+(released ``test_ACDC.py`` procedure).
 
 Each slice is zoomed to 256x256 (order 0), the argmax of the softmax is taken
 and zoomed back (order 0). For each class 1 (RV), 2 (Myo), 3 (LV) Dice,
@@ -12,6 +13,7 @@ Examples (from the repository root)::
 
     python code/test_acdc.py --labelnum 7                     # model/ACDC_SSNet_7_labeled/unet
     python code/test_acdc.py --ckpt pretrained_pth/ACDC_SSNet_7_labeled/unet/unet_best_model.pth
+    python code/test_acdc.py --method urpc --labelnum 7      # model/ACDC_URPC_7_labeled/unet, main output
 
 Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case.csv``
 (one row per volume and class), ``performance.txt``, ``performance.json``,
@@ -35,7 +37,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from networks.net_factory import net_factory, resolve_device
+from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
+from networks.net_factory import resolve_device
 from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
 from utils import inference
 from utils.inference import acdc_volume_path, largest_connected_component, load_case, read_case_list
@@ -44,7 +47,7 @@ from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("dice", "jaccard", "hd95", "asd")
 CLASS_NAMES = {1: "RV", 2: "Myo", 3: "LV"}
-METHODS = ("ssnet",)
+METHODS = tuple(sorted(METHOD_REGISTRY))
 
 logger = logging.getLogger("test_acdc")
 
@@ -54,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "ACDC"),
                    help="ACDC folder with test.list and data/<patientXXX_frameYY>.h5")
-    p.add_argument("--exp", default="SSNet", help="experiment name of the snapshot folder")
+    p.add_argument("--exp", default=None,
+                   help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
+                        "DTC, URPC, MCNet)")
     p.add_argument("--labelnum", type=int, default=3, help="labeled patients of the run (snapshot folder name)")
-    p.add_argument("--model", default="unet", help="network name for net_factory and the snapshot folder")
-    p.add_argument("--method", default="ssnet", choices=METHODS, help="method whose checkpoint is evaluated")
+    p.add_argument("--model", default="unet", help="snapshot subfolder and checkpoint name; also the network "
+                   "of --method ssnet (the baselines build their own)")
+    p.add_argument("--method", default="ssnet", choices=METHODS,
+                   help="method whose checkpoint is evaluated; decides the network and the output tested "
+                        "(UA-MT student, SASSNet/DTC segmentation head, URPC main output, MC-Net decoder 1)")
     p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"),
                    help="folder holding the snapshot folders (use pretrained_pth for the released checkpoints)")
     p.add_argument("--ckpt", default=None,
@@ -239,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         parser.error(str(err))
     if args.sw_batch < 1:
         parser.error(f"--sw_batch must be >= 1, got {args.sw_batch}")
+    if args.exp is None:
+        args.exp = get_method(args.method).name
     ckpt = args.ckpt or os.path.join(snapshot_dir(args.model_root, args.exp, args.labelnum, args.model),
                                      f"{args.model}_best_model.pth")
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "test")
@@ -251,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     handlers = _add_log_file(os.path.join(out_dir, "test_log.txt"))
     try:
         logger.info("Arguments: %s", vars(args))
-        model = net_factory(net_type=args.model, in_chns=1, class_num=args.num_classes, mode="test", device=device)
+        model = build_test_model(args.method, "ACDC", args.num_classes, device, args.model)
         load_weights(model, ckpt, device)
         logger.info("Evaluating %s on %d ACDC volumes from %s on %s; results go to %s",
                     ckpt, len(case_names), args.root_path, device, out_dir)

@@ -1,4 +1,5 @@
-"""Evaluate a V-Net checkpoint on the LA test cases (released ``test_LA.py`` procedure).
+"""Evaluate an LA checkpoint (SS-Net or a baseline, ``--method``) on the LA test cases
+(released ``test_LA.py`` procedure).
 
 Sliding window 112x112x80, stride 18 (x, y) / 4 (z), zero padding, averaged
 softmax probabilities, foreground > 0.5, largest connected component
@@ -11,6 +12,7 @@ Examples (from the repository root)::
 
     python code/test_la.py --labelnum 4                      # model/LA_SSNet_4_labeled/VNet
     python code/test_la.py --ckpt pretrained_pth/LA_SSNet_4_labeled/VNet/VNet_best_model.pth
+    python code/test_la.py --method mcnet --labelnum 4       # model/LA_MCNet_4_labeled/VNet, decoder 1
 
 Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case.csv``,
 ``performance.txt``, ``performance.json``, ``test_log.txt`` and, with
@@ -33,7 +35,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from networks.net_factory import net_factory, resolve_device
+from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
+from networks.net_factory import resolve_device
 from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
 from utils import inference
 from utils.inference import la_case_path, largest_connected_component, load_case, read_case_list
@@ -41,7 +44,7 @@ from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("dice", "jaccard", "hd95", "asd")
-METHODS = ("ssnet",)
+METHODS = tuple(sorted(METHOD_REGISTRY))
 
 logger = logging.getLogger("test_la")
 
@@ -51,10 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "LA"),
                    help="LA folder with test.list and '2018LA_Seg_Training Set/<ID>/mri_norm2.h5'")
-    p.add_argument("--exp", default="SSNet", help="experiment name of the snapshot folder")
+    p.add_argument("--exp", default=None,
+                   help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
+                        "DTC, URPC, MCNet)")
     p.add_argument("--labelnum", type=int, default=4, help="labeled cases of the run (snapshot folder name)")
-    p.add_argument("--model", default="VNet", help="network name for net_factory and the snapshot folder")
-    p.add_argument("--method", default="ssnet", choices=METHODS, help="method whose checkpoint is evaluated")
+    p.add_argument("--model", default="VNet", help="snapshot subfolder and checkpoint name; also the network "
+                   "of --method ssnet (the baselines build their own)")
+    p.add_argument("--method", default="ssnet", choices=METHODS,
+                   help="method whose checkpoint is evaluated; decides the network and the output tested "
+                        "(UA-MT student, SASSNet/DTC segmentation head, URPC main output, MC-Net decoder 1)")
     p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"),
                    help="folder holding the snapshot folders (use pretrained_pth for the released checkpoints)")
     p.add_argument("--ckpt", default=None,
@@ -215,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for flag in ("stride_xy", "stride_z", "sw_batch"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.exp is None:
+        args.exp = get_method(args.method).name
     ckpt = args.ckpt or os.path.join(snapshot_dir(args.model_root, args.exp, args.labelnum, args.model),
                                      f"{args.model}_best_model.pth")
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "test")
@@ -225,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     handlers = _add_log_file(os.path.join(out_dir, "test_log.txt"))
     try:
         logger.info("Arguments: %s", vars(args))
-        model = net_factory(net_type=args.model, in_chns=1, class_num=args.num_classes, mode="test", device=device)
+        model = build_test_model(args.method, "LA", args.num_classes, device, args.model)
         load_weights(model, ckpt, device)
         logger.info("Evaluating %s on %d LA cases from %s on %s; results go to %s",
                     ckpt, len(case_ids), args.root_path, device, out_dir)

@@ -1,13 +1,28 @@
 """``net_factory``: build a network by the reference's names, on a device."""
-from typing import Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from torch import nn
 
+from networks.mcnet import MCNet2d, MCNet3d
 from networks.unet import UNet
+from networks.unet_sdf import UNetSDF
+from networks.urpc import UNet3DDeepSup, UNetURPC
 from networks.vnet import VNet
+from networks.vnet_sdf import VNetSDF
 
 _ALIASES = {"vnet": "VNet", "v-net": "VNet", "unet": "unet", "u-net": "unet"}
+
+#: The baselines' networks (names of their public code, lower case) -> builder(in_chns, class_num, dropout).
+#: They carry no SS-Net heads (``with_heads`` does not apply to them).
+BASELINE_NETWORKS: Dict[str, Callable[[int, int, bool], nn.Module]] = {
+    "vnet_sdf": lambda i, c, d: VNetSDF(n_channels=i, n_classes=c, has_dropout=d),        # SASSNet / DTC, LA
+    "unet_sdf": lambda i, c, d: UNetSDF(in_chns=i, class_num=c),                          # SASSNet / DTC, ACDC
+    "mcnet3d_v1": lambda i, c, d: MCNet3d(n_channels=i, n_classes=c, has_dropout=d),      # MC-Net, LA
+    "mcnet2d_v1": lambda i, c, d: MCNet2d(in_chns=i, class_num=c),                        # MC-Net, ACDC
+    "unet_3d_dv_semi": lambda i, c, d: UNet3DDeepSup(in_channels=i, n_classes=c),         # URPC, LA
+    "unet_urpc": lambda i, c, d: UNetURPC(in_chns=i, class_num=c),                        # URPC, ACDC
+}
 
 
 def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
@@ -32,22 +47,31 @@ def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.d
 
 def net_factory(net_type: str = "unet", in_chns: int = 1, class_num: int = 4, mode: str = "train",
                 device: Optional[Union[str, torch.device]] = None, with_heads: bool = True) -> nn.Module:
-    """Build ``"VNet"`` (3D, LA) or ``"unet"`` (2D, ACDC) with SS-Net's heads.
+    """Build ``"VNet"`` (3D, LA) or ``"unet"`` (2D, ACDC) with SS-Net's heads, or a baseline's network.
 
     Args:
-        net_type: ``"VNet"`` or ``"unet"`` (case-insensitive; ``"V-Net"``/``"U-Net"`` accepted).
+        net_type: ``"VNet"`` or ``"unet"`` (case-insensitive; ``"V-Net"``/``"U-Net"`` accepted), or
+            one of :data:`BASELINE_NETWORKS`: ``vnet_sdf``/``unet_sdf`` (SASSNet, DTC),
+            ``mcnet3d_v1``/``mcnet2d_v1`` (MC-Net), ``unet_3D_dv_semi``/``unet_urpc`` (URPC).
         in_chns: input channels.
         class_num: output classes.
         mode: ``"train"`` (V-Net with Dropout3d) or ``"test"`` (without); the
-            checkpoint is the same either way.
+            checkpoint is the same either way. For the baselines it applies to
+            the V-Net-based ``vnet_sdf`` and ``mcnet3d_v1``; the 2D networks and
+            ``unet_3D_dv_semi`` drop out in ``model.train()`` whatever the mode.
         device: ``None``/``"auto"`` picks CUDA when available, else CPU.
-        with_heads: ``False`` builds the backbone alone (no SS-Net heads).
+        with_heads: ``False`` builds the backbone alone (no SS-Net heads); only
+            for ``VNet``/``unet`` (the baselines' networks have no such heads).
     """
-    name = _ALIASES.get(str(net_type).lower())
-    if name is None:
-        raise ValueError(f"unknown net_type '{net_type}': use 'VNet' (3D, LA) or 'unet' (2D, ACDC)")
+    key = str(net_type).lower()
+    name = _ALIASES.get(key)
+    if name is None and key not in BASELINE_NETWORKS:
+        raise ValueError(f"unknown net_type '{net_type}': use 'VNet' (3D, LA) or 'unet' (2D, ACDC), "
+                         f"or a baseline network: {', '.join(sorted(BASELINE_NETWORKS))}")
     if mode not in ("train", "test"):
         raise ValueError(f"mode must be 'train' or 'test', got '{mode}'")
+    if name is None:
+        return BASELINE_NETWORKS[key](in_chns, class_num, mode == "train").to(resolve_device(device))
     if name == "VNet":
         net: nn.Module = VNet(n_channels=in_chns, n_classes=class_num, has_dropout=(mode == "train"),
                               with_heads=with_heads)
