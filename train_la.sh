@@ -11,28 +11,9 @@
 # MODEL_ROOT (default model), PYTHON (default python).
 set -euo pipefail
 cd "$(dirname "$0")"
-GPUS=(); DRY=0; PRINT=0
-for a in "$@"; do
-  case "$a" in
-    --dry-run) DRY=1 ;;
-    --print) PRINT=1 ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
-    -*) echo "train_la.sh: unknown option '$a' (see --help)" >&2; exit 2 ;;
-    *) [[ "$a" =~ ^[0-9]+$ ]] || { echo "train_la.sh: GPU ids are integers, got '$a'" >&2; exit 2; }
-       GPUS+=("$a") ;;
-  esac
-done
-[ ${#GPUS[@]} -gt 0 ] || GPUS=(0)
-DATA=${DATA:-data/LA}
-MODEL_ROOT=${MODEL_ROOT:-model}
-PY=${PYTHON:-python}
-DATASET=LA; NET=VNet; TRAIN_PY=code/train_la.py; TEST_PY=code/test_la.py; TEST_FLAGS=(--nms 1)
-
-JOBS=()
-run() {  # run EXP LABELNUM [extra training flags...]: queue one run (train, then test)
-  local exp=$1 n=$2; shift 2
-  JOBS+=("$exp $n $*")
-}
+SCRIPT=train_la.sh; DATASET=LA; NET=VNet; TRAIN_PY=code/train_la.py; TEST_PY=code/test_la.py; TEST_FLAGS=(--nms 1); DATA_DEFAULT=data/LA
+source scripts/table_runner.sh
+parse_table_args "$@"
 
 for n in 4 8; do
   run SSNet "$n"                                   # Table 1/3: SS-Net = Lseg + Llds(Dice) + Lcs
@@ -48,88 +29,4 @@ for n in 4 8; do
 done
 run Supervised 80 --supervised_only                # Table 1: V-Net upper bound (all labels)
 
-# ------------------------------------------------------------------ shared by train_la.sh / train_acdc.sh
-commands() {  # commands GPU|"" EXP N [flags...]: sets TRAIN and TEST (arrays)
-  local gpu=$1 exp=$2 n=$3; shift 3
-  local dev=() method=() words=("$@") i
-  [ -z "$gpu" ] || dev=(--gpu "$gpu")
-  for ((i = 0; i < ${#words[@]}; i++)); do
-    if [ "${words[i]}" = --method ]; then method=(--method "${words[i + 1]}"); fi
-  done
-  TRAIN=("$PY" "$TRAIN_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
-         "${dev[@]}" "$@")
-  TEST=("$PY" "$TEST_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
-        "${dev[@]}" "${method[@]}" "${TEST_FLAGS[@]}")
-}
-quoted() { printf '%q ' "$@" | sed 's/ $//'; }
-snapshot() { echo "$MODEL_ROOT/${DATASET}_$1_$2_labeled"; }
-is_done() { [ -f "$(snapshot "$1" "$2")/$NET/test/performance.txt" ]; }
-
-PENDING=()
-for job in "${JOBS[@]}"; do
-  read -r -a w <<< "$job"
-  if is_done "${w[0]}" "${w[1]}"; then
-    echo "skip  $DATASET ${w[0]} ${w[1]} labeled: $(snapshot "${w[0]}" "${w[1]}")/$NET/test/performance.txt exists" >&2
-  else
-    PENDING+=("$job")
-  fi
-done
-
-if [ "$PRINT" = 1 ]; then
-  for job in "${PENDING[@]}"; do
-    read -r -a w <<< "$job"; commands "" "${w[@]}"
-    echo "cd $(quoted "$PWD") && $(quoted "${TRAIN[@]}") && $(quoted "${TEST[@]}")"
-  done
-  exit 0
-fi
-if [ "$DRY" = 1 ]; then
-  echo "# ${#PENDING[@]} run(s) on GPU(s) ${GPUS[*]}; each starts on the next free GPU (shown: the order of a first pass)"
-  k=0
-  for job in "${PENDING[@]}"; do
-    read -r -a w <<< "$job"; commands "${GPUS[k % ${#GPUS[@]}]}" "${w[@]}"; k=$((k + 1))
-    echo "$(quoted "${TRAIN[@]}") && $(quoted "${TEST[@]}")"
-  done
-  exit 0
-fi
-
-run_one() {  # run_one GPU EXP N [flags...]: train then test; returns the first failure's status
-  commands "$@"
-  echo "=== $DATASET $2, $3 labeled, GPU $1: $(quoted "${TRAIN[@]}")"
-  "${TRAIN[@]}" && "${TEST[@]}"
-}
-
-if [ ${#GPUS[@]} -eq 1 ]; then
-  for job in "${PENDING[@]}"; do
-    read -r -a w <<< "$job"
-    run_one "${GPUS[0]}" "${w[@]}" || echo "FAILED $DATASET ${w[0]} ${w[1]} labeled" >&2
-  done
-else
-  declare -A PID_GPU=()
-  FREE=("${GPUS[@]}")
-  for job in "${PENDING[@]}"; do
-    while [ ${#FREE[@]} -eq 0 ]; do  # wait for a run to end, give its GPU back
-      wait -n || true
-      for pid in "${!PID_GPU[@]}"; do
-        if ! kill -0 "$pid" 2>/dev/null; then FREE+=("${PID_GPU[$pid]}"); unset "PID_GPU[$pid]"; fi
-      done
-    done
-    gpu=${FREE[0]}; FREE=("${FREE[@]:1}")
-    read -r -a w <<< "$job"
-    log="$(snapshot "${w[0]}" "${w[1]}")/run.log"
-    mkdir -p "$(dirname "$log")"
-    run_one "$gpu" "${w[@]}" > "$log" 2>&1 &
-    PID_GPU[$!]=$gpu
-    echo "started $DATASET ${w[0]} ${w[1]} labeled on GPU $gpu (log: $log)"
-  done
-  wait || true
-fi
-
-failed=0
-for job in "${PENDING[@]}"; do
-  read -r -a w <<< "$job"
-  if ! is_done "${w[0]}" "${w[1]}"; then
-    echo "not finished: $DATASET ${w[0]} ${w[1]} labeled (see $(snapshot "${w[0]}" "${w[1]}")/)" >&2; failed=1
-  fi
-done
-"$PY" code/summarize.py --model_root "$MODEL_ROOT" || true
-exit "$failed"
+run_table
