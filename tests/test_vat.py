@@ -249,3 +249,31 @@ def test_bad_arguments_raise():
 
     with pytest.raises(TypeError, match="first item is the logits"):
         VATLoss()(DictNet(), torch.rand(2, 2, 4, 4))
+
+
+def test_direction_pass_freezes_and_restores_parameters():
+    """The direction pass runs with parameters frozen (no weight-gradient work)
+    and gives every flag back, also when the model raises."""
+    from utils.vat import frozen_parameters
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1))
+    net[0].bias.requires_grad_(False)  # a caller's frozen parameter stays frozen
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            seen.append(self.net[0].weight.requires_grad)
+            return self.net(x)
+
+    spy = Spy()
+    VATLoss(xi=1.0, epsilon=1.0, distance="class_dice")(spy, torch.randn(2, 1, 8, 8))
+    assert seen == [True, False, True]  # prediction pass (no_grad), direction pass, final pass
+    assert net[0].weight.requires_grad and not net[0].bias.requires_grad
+    with pytest.raises(RuntimeError):
+        with frozen_parameters(net):
+            raise RuntimeError("boom")
+    assert net[0].weight.requires_grad and not net[0].bias.requires_grad

@@ -112,6 +112,20 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Set ``requires_grad=False`` on the model's trainable parameters inside the
+    block and restore it on exit (also on exceptions)."""
+    changed = [q for q in model.parameters() if q.requires_grad]
+    for q in changed:
+        q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for q in changed:
+            q.requires_grad_(True)
+
+
 def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float = 10.0,
             ip: int = 1, distance: str = "dice") -> Tuple[torch.Tensor, torch.Tensor]:
     """Local distributional smoothness loss and its adversarial perturbation.
@@ -148,7 +162,9 @@ def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float 
     with frozen_bn_stats(model):
         for _ in range(ip):
             d = d.detach().requires_grad_(True)
-            with torch.enable_grad():
+            # Only d needs a gradient here: with the parameters frozen, autograd neither
+            # saves what weight gradients need nor computes them (same d, less work).
+            with frozen_parameters(model), torch.enable_grad():
                 adv_distance = vat_distance(_first_output(model(x + xi * d)), p, distance)
                 (grad_d,) = torch.autograd.grad(adv_distance, d)
             d = l2_normalize(grad_d)
