@@ -10,6 +10,11 @@ the median of ``--iters`` iterations after ``--warmup`` is reported, broken
 down by phase (forward, separation, VAT incl. the supervised Dice, backward,
 optimiser step). Then the sliding window of ``test_la.py`` (LA) or the
 slice-wise inference of ``test_acdc.py`` (ACDC) is timed at each ``--sw_batch``.
+
+``--amp bf16`` times both under bfloat16 autocast (training flag ``--amp``).
+The other speed flags of training go after ``--`` (``-- --channels_last off``,
+``-- --compile``); ``--channels_last auto`` resolves as for a run with
+``--deterministic 0`` (the benchmark turns ``cudnn.benchmark`` on), i.e. on for CUDA.
 """
 import argparse
 import json
@@ -28,7 +33,8 @@ import train_la
 from methods import get_method
 from networks.net_factory import resolve_device
 from utils.inference import test_single_case, test_single_volume_2d
-from utils.trainer import make_optimizer, seed_everything, train_step
+from utils.inference import AMP_MODES
+from utils.trainer import make_optimizer, seed_everything, setup_speed, train_step
 
 SETTINGS = {"la": (train_la, "LA", 2), "acdc": (train_acdc, "ACDC", 4)}
 
@@ -55,9 +61,12 @@ def synthetic_batch(dataset: str, batch: int, patch: List[int], num_classes: int
 def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
     module, dataset, num_classes = SETTINGS[args.setting]
     targs = module.parse_args(["--device", str(device), "--batch_size", str(args.batch_size), "--labeled_bs",
-                               str(args.labeled_bs), "--patch_size", *map(str, args.patch_size)] + args.train_flags)
+                               str(args.labeled_bs), "--patch_size", *map(str, args.patch_size),
+                               "--amp", args.amp] + args.train_flags)
+    args.amp = targs.amp  # a --amp among the training flags wins; inference uses the same
     seed_everything(targs.seed, deterministic=False)
     method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
+    speed = setup_speed(targs, method.model, device, deterministic=False)
     optimizer = make_optimizer(method.model, targs.base_lr)
     image, label = synthetic_batch(dataset, args.batch_size, args.patch_size, num_classes, device)
     marks: List[tuple] = []
@@ -76,14 +85,15 @@ def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, o
         sync(device)
         t0 = time.perf_counter()
         marks.append(("start", t0))
-        train_step(method, optimizer, image, label, 10 ** 6)
+        train_step(method, optimizer, image, label, 10 ** 6, amp=speed.amp, channels_last=speed.channels_last)
         sync(device)
         if i >= args.warmup:
             totals.append(time.perf_counter() - t0)
             for (_, a), (name, b) in zip(marks[:-1], marks[1:]):
                 phases.setdefault(name, []).append(b - a)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
-    return {"train_step_s": statistics.median(totals), "train_step_all_s": totals,
+    return {"amp": speed.amp, "channels_last": speed.channels_last, "compiled": speed.compiled,
+            "train_step_s": statistics.median(totals), "train_step_all_s": totals,
             "phases": {k: statistics.median(v) for k, v in phases.items()}, "peak_memory_mib": peak}
 
 
@@ -101,19 +111,19 @@ def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, 
                                  zip(vol.shape, patch, (args.stride_xy, args.stride_xy, args.stride_z))]))
         for b in args.sw_batch:
             test_single_case(model, vol[:, :, : patch[2] + args.stride_z], args.stride_xy, args.stride_z, patch,
-                             num_classes, sw_batch=b)  # warm-up
+                             num_classes, sw_batch=b, amp=args.amp)  # warm-up
             sync(device)
             t0 = time.perf_counter()
-            test_single_case(model, vol, args.stride_xy, args.stride_z, patch, num_classes, sw_batch=b)
+            test_single_case(model, vol, args.stride_xy, args.stride_z, patch, num_classes, sw_batch=b, amp=args.amp)
             sync(device)
             out[str(b)] = n_windows / (time.perf_counter() - t0)
     else:
         vol = rng.random((args.slices, 224, 208), dtype=np.float32)
         for b in args.sw_batch:
-            test_single_volume_2d(model, vol[:2], num_classes, tuple(args.patch_size), batch=b)
+            test_single_volume_2d(model, vol[:2], num_classes, tuple(args.patch_size), batch=b, amp=args.amp)
             sync(device)
             t0 = time.perf_counter()
-            test_single_volume_2d(model, vol, num_classes, tuple(args.patch_size), batch=b)
+            test_single_volume_2d(model, vol, num_classes, tuple(args.patch_size), batch=b, amp=args.amp)
             sync(device)
             out[str(b)] = args.slices / (time.perf_counter() - t0)
     return out
@@ -128,6 +138,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     p.add_argument("--iters", type=int, default=10, help="timed iterations (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="none (fp32) or bf16 (bfloat16 autocast) for the training step and the inference")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--sw_batch", type=int, nargs="+", default=[1, 4], help="sliding-window batches to time")
     p.add_argument("--volume", type=int, nargs=3, default=None,
@@ -162,6 +174,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     print(f"device {result['device']} ({result['device_name']}), torch {result['torch']}, "
           f"{result['threads']} threads; {args.setting} patch {args.patch_size}, batch {args.batch_size} "
           f"({args.labeled_bs} labeled)")
+    print(f"amp {result['amp']}, channels_last {result['channels_last']}, compile {result['compiled']}")
     print(f"train step: median {result['train_step_s']:.3f} s over {args.iters} iterations")
     for k, v in result["phases"].items():
         print(f"  {k:<11} {v:.3f} s")

@@ -41,7 +41,8 @@ from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
 from networks.net_factory import resolve_device
 from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
 from utils import inference
-from utils.inference import acdc_volume_path, largest_connected_component, load_case, read_case_list
+from utils.inference import (AMP_MODES, acdc_volume_path, check_amp, largest_connected_component, load_case,
+                             read_case_list)
 from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest 3D connected component of each class (not in the released ACDC test: default 0)")
     p.add_argument("--save_nii", type=int, default=1, choices=(0, 1), help="save NIfTI prediction, image and label")
     p.add_argument("--detail", type=int, default=0, choices=(0, 1), help="log the metrics of every volume")
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="none: fp32 (faithful); bf16: forward passes under bfloat16 autocast (CUDA GPUs of compute "
+                        "capability >= 8.0; also runs on the CPU), probabilities in float32")
     p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
                    help="empty prediction of a class: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 "
                         "is the best value), 'nan' makes 95HD/ASD NaN and leaves it out of their means")
@@ -121,8 +125,12 @@ def evaluate_acdc(
     detail: bool = False,
     empty_policy: str = "reference",
     extra_info: dict | None = None,
+    amp: str = "none",
 ) -> dict:
     """Run the ACDC test on ``case_names`` and write the result files to ``out_dir``.
+
+    ``amp="bf16"`` runs the network's forward passes under bfloat16 autocast
+    (probabilities in float32); ``"none"`` (default) is the faithful fp32 test.
 
     Returns:
         A summary dict: ``per_class`` mean/std, ``mean`` (average of the class
@@ -144,7 +152,7 @@ def evaluate_acdc(
         image, label = data["image"], data["label"]
         if image.shape != label.shape or image.ndim != 3:
             raise ValueError(f"{path}: image {image.shape} and label {label.shape} must be equal (S, H, W) shapes.")
-        prediction = inference.test_single_volume_2d(model, image, num_classes, patch_size, sw_batch)
+        prediction = inference.test_single_volume_2d(model, image, num_classes, patch_size, sw_batch, amp=amp)
         for j, c in enumerate(classes):
             mask = prediction == c
             if nms:
@@ -209,6 +217,7 @@ def evaluate_acdc(
         "empty_policy": empty_policy,
         "nms": bool(nms),
         "patch_size": list(patch_size),
+        "amp": amp,
         **(extra_info or {}),
         "per_case": rows,
     }
@@ -245,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         device = resolve_device(device_from_flags(args.device, args.gpu))
     except (ValueError, RuntimeError) as err:  # bad value, or CUDA asked for without a GPU
         parser.error(str(err))
+    try:
+        check_amp(args.amp, device)
+    except ValueError as err:
+        parser.error(str(err))
     if args.sw_batch < 1:
         parser.error(f"--sw_batch must be >= 1, got {args.sw_batch}")
     if args.exp is None:
@@ -270,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             summary = evaluate_acdc(
                 model, args.root_path, case_names, out_dir, num_classes=args.num_classes, patch_size=args.patch_size,
                 sw_batch=args.sw_batch, nms=bool(args.nms), save_nii=bool(args.save_nii), detail=bool(args.detail),
-                empty_policy=args.empty_policy,
+                empty_policy=args.empty_policy, amp=args.amp,
                 extra_info={"checkpoint": os.path.abspath(ckpt), "method": args.method, "model": args.model,
                             "exp": args.exp, "labelnum": args.labelnum},
             )

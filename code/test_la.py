@@ -39,7 +39,8 @@ from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
 from networks.net_factory import resolve_device
 from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
 from utils import inference
-from utils.inference import la_case_path, largest_connected_component, load_case, read_case_list
+from utils.inference import (AMP_MODES, check_amp, la_case_path, largest_connected_component, load_case,
+                             read_case_list)
 from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest connected component (released default 1)")
     p.add_argument("--save_nii", type=int, default=1, choices=(0, 1), help="save NIfTI predictions and score maps")
     p.add_argument("--detail", type=int, default=1, choices=(0, 1), help="log the metrics of every case")
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="none: fp32 (faithful); bf16: forward passes under bfloat16 autocast (CUDA GPUs of compute "
+                        "capability >= 8.0; also runs on the CPU), probabilities in float32")
     p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
                    help="empty prediction: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 is the "
                         "best value), 'nan' makes 95HD/ASD NaN and leaves the case out of their means")
@@ -122,8 +126,12 @@ def evaluate_la(
     detail: bool = True,
     empty_policy: str = "reference",
     extra_info: dict | None = None,
+    amp: str = "none",
 ) -> dict:
     """Run the LA test on ``case_ids`` and write the result files to ``out_dir``.
+
+    ``amp="bf16"`` runs the network's forward passes under bfloat16 autocast
+    (probabilities in float32); ``"none"`` (default) is the faithful fp32 test.
 
     Returns:
         A summary dict: ``mean`` and ``std`` (dice, jaccard, hd95, asd),
@@ -139,7 +147,8 @@ def evaluate_la(
         image, label = data["image"], data["label"]
         if image.shape != label.shape:
             raise ValueError(f"{la_case_path(root_path, case)}: image {image.shape} and label {label.shape} differ.")
-        prediction, score_map = inference.test_single_case(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch)
+        prediction, score_map = inference.test_single_case(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch,
+                                                           amp=amp)
         if nms:
             prediction = largest_connected_component(prediction).astype(np.uint8)
         empty = not prediction.any()
@@ -186,6 +195,7 @@ def evaluate_la(
         "patch_size": list(patch_size),
         "stride_xy": stride_xy,
         "stride_z": stride_z,
+        "amp": amp,
         **(extra_info or {}),
         "per_case": rows,
     }
@@ -220,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         device = resolve_device(device_from_flags(args.device, args.gpu))
     except (ValueError, RuntimeError) as err:  # bad value, or CUDA asked for without a GPU
         parser.error(str(err))
+    try:
+        check_amp(args.amp, device)
+    except ValueError as err:
+        parser.error(str(err))
     for flag in ("stride_xy", "stride_z", "sw_batch"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -244,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             summary = evaluate_la(
                 model, args.root_path, case_ids, out_dir, num_classes=args.num_classes, patch_size=args.patch_size,
                 stride_xy=args.stride_xy, stride_z=args.stride_z, sw_batch=args.sw_batch, nms=bool(args.nms),
-                save_nii=bool(args.save_nii), detail=bool(args.detail), empty_policy=args.empty_policy,
+                save_nii=bool(args.save_nii), detail=bool(args.detail), empty_policy=args.empty_policy, amp=args.amp,
                 extra_info={"checkpoint": os.path.abspath(ckpt), "method": args.method, "model": args.model,
                             "exp": args.exp, "labelnum": args.labelnum},
             )

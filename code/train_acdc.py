@@ -77,7 +77,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
 
         def validate(model: torch.nn.Module) -> Tuple[float, Dict[str, float]]:
             per_class = validate_acdc_volumes(model, args.root_path, names, NUM_CLASSES, tuple(args.patch_size),
-                                              batch=args.val_batch)
+                                              batch=args.val_batch, amp=args.amp)
             scalars = {f"4_val/{n}_dice": float(per_class[i, 0]) for i, n in enumerate(CLASS_NAMES)}
             scalars.update({f"4_val/{n}_hd95": float(per_class[i, 1]) for i, n in enumerate(CLASS_NAMES)})
             scalars["4_val/mean_dice"] = float(per_class[:, 0].mean())

@@ -84,7 +84,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
 
         def validate(model: torch.nn.Module) -> Tuple[float, Dict[str, float]]:
             dice = validate_la_cases(model, args.root_path, val_ids, NUM_CLASSES, tuple(args.patch_size),
-                                     args.stride_xy, args.stride_z, sw_batch=args.sw_batch)
+                                     args.stride_xy, args.stride_z, sw_batch=args.sw_batch, amp=args.amp)
             return dice, {"4_val/dice": dice}
 
     trainer = Trainer(

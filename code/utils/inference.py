@@ -14,6 +14,11 @@
 All functions run the model in eval mode under ``torch.inference_mode()`` and
 restore each module's train/eval flag afterwards. The model's device decides
 where the work runs; numpy goes in, numpy comes out.
+
+``amp="bf16"`` (flag ``--amp``) runs the network's forward passes under
+``torch.autocast(<device>, dtype=torch.bfloat16)`` (:func:`amp_autocast`);
+the logits are cast to float32 before the softmax, and the window sums and
+their average stay float32. ``amp="none"`` (default) is the faithful fp32 path.
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ from utils.metrics import calculate_dice_hd95, dice_coefficient
 
 logger = logging.getLogger(__name__)
 
+#: values of the ``--amp`` flag: ``none`` (fp32, faithful default) or ``bf16`` (bfloat16 autocast)
+AMP_MODES = ("none", "bf16")
+
 LA_CASE_FILE = os.path.join("2018LA_Seg_Training Set", "{case}", "mri_norm2.h5")
 ACDC_VOLUME_FILE = os.path.join("data", "{case}.h5")
 
@@ -51,6 +59,54 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+def check_amp(amp: str, device: torch.device | str, flag: str = "--amp") -> None:
+    """Validate an ``--amp`` value for ``device`` (call once, before the work).
+
+    ``none`` is always valid. ``bf16`` is supported on CUDA and on CPU (CPU
+    autocast in bfloat16; whether it beats fp32 there depends on the CPU, and a
+    warning says to measure it). On a GPU without native bfloat16 (before
+    Ampere) torch emulates it and a warning says that it will be slow.
+
+    Raises:
+        ValueError: an unknown value, or a device type autocast cannot use.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"{flag} must be one of {', '.join(AMP_MODES)}, got {amp!r}.")
+    if amp == "none":
+        return
+    device = torch.device(device)
+    if device.type == "cpu":
+        logger.warning("%s bf16 on the CPU: bfloat16 CPU autocast; whether it is faster than fp32 depends on the "
+                       "CPU (measure with code/benchmark.py --amp bf16); --amp none is the faithful fp32 run.", flag)
+    elif device.type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no including_emulation argument
+            native = torch.cuda.get_device_capability(device)[0] >= 8
+        if not native:
+            logger.warning("%s bf16: %s has no native bfloat16 (needs compute capability >= 8.0); torch emulates "
+                           "it, which is slower than fp32: use --amp none on this GPU.", flag,
+                           torch.cuda.get_device_name(device))
+    else:
+        raise ValueError(f"{flag} bf16 supports the devices cpu and cuda, got {device}; use --amp none.")
+
+
+def amp_autocast(device: torch.device | str, amp: str = "none") -> contextlib.AbstractContextManager:
+    """The autocast block of ``--amp``: ``none`` -> no autocast (fp32, faithful);
+    ``bf16`` -> ``torch.autocast(device.type, dtype=torch.bfloat16)`` (no GradScaler
+    is needed for bfloat16). Wrap the forward passes and loss computations only;
+    the losses of this repository cast to float32 themselves.
+
+    Raises:
+        ValueError: an unknown ``amp`` value (see :func:`check_amp`).
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r} (flag --amp).")
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -115,10 +171,13 @@ def _sliding_window_probs(
     patch_size: Sequence[int],
     num_classes: int,
     sw_batch: int,
+    amp: str = "none",
 ) -> torch.Tensor:
     """Averaged class probabilities on the model's device, cropped back: (C, W, H, D).
 
-    The caller is responsible for eval mode and ``inference_mode``.
+    The caller is responsible for eval mode and ``inference_mode``. With
+    ``amp="bf16"`` only the forward passes run under autocast; softmax, sums and
+    average are float32.
     """
     if image.ndim != 3:
         raise ValueError(f"test_single_case takes a 3D volume (W, H, D), got shape {image.shape}.")
@@ -152,7 +211,9 @@ def _sliding_window_probs(
         batch = torch.stack(
             [volume[x:x + patch[0], y:y + patch[1], z:z + patch[2]] for x, y, z in chunk]
         ).unsqueeze(1)  # (B, 1, pw, ph, pd)
-        probs = _probabilities(_logits(model(batch)), num_classes).float()
+        with amp_autocast(device, amp):
+            logits = _logits(model(batch))
+        probs = _probabilities(logits.float(), num_classes)  # float32 whatever the autocast dtype
         if tuple(probs.shape[2:]) != patch:
             raise ValueError(
                 f"The model returned spatial size {tuple(probs.shape[2:])} for a {patch} window; "
@@ -191,6 +252,7 @@ def test_single_case(
     patch_size: Sequence[int],
     num_classes: int,
     sw_batch: int = 4,
+    amp: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sliding-window prediction of one 3D volume, as the released ``test_single_case``.
 
@@ -221,12 +283,14 @@ def test_single_case(
         patch_size: window (pw, ph, pd) (LA: 112, 112, 80).
         num_classes: output channels C of the model.
         sw_batch: windows per forward pass (>= 1).
+        amp: ``"none"`` (fp32, default) or ``"bf16"`` (forward passes under
+            bfloat16 autocast; probabilities and their average in float32).
 
     Returns:
         ``(label_map, score_map)``: uint8 (W, H, D) and float32 (C, W, H, D).
     """
     with eval_mode(model), torch.inference_mode():
-        score = _sliding_window_probs(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch)
+        score = _sliding_window_probs(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch, amp)
         score_np = score.cpu().numpy()  # the one transfer back
     label_map = _label_from_probs(score_np, num_classes)
     return label_map, score_np
@@ -263,6 +327,7 @@ def test_single_volume_2d(
     num_classes: int = 4,
     patch_size: Sequence[int] = (256, 256),
     batch: int = 16,
+    amp: str = "none",
 ) -> np.ndarray:
     """Slice-wise prediction of a volume, as the released ``test_ACDC.py``.
 
@@ -276,6 +341,8 @@ def test_single_volume_2d(
         num_classes: output channels C.
         patch_size: network input size (h, w) (ACDC: 256, 256).
         batch: slices per forward pass (>= 1).
+        amp: ``"none"`` (fp32, default) or ``"bf16"`` (forward passes under
+            bfloat16 autocast; softmax and argmax in float32).
 
     Returns:
         The label map, uint8 (S, H, W).
@@ -296,7 +363,9 @@ def test_single_volume_2d(
         inputs = torch.from_numpy(slices).to(device).unsqueeze(1)  # (S, 1, h, w)
         labels = []
         for first in range(0, inputs.shape[0], batch):
-            probs = _probabilities(_logits(model(inputs[first:first + batch])), num_classes)
+            with amp_autocast(device, amp):
+                logits = _logits(model(inputs[first:first + batch]))
+            probs = _probabilities(logits.float(), num_classes)
             labels.append(probs.argmax(1).to(torch.uint8))
         labels_np = torch.cat(labels).cpu().numpy()
     prediction = np.zeros(image.shape, dtype=np.uint8)
@@ -367,6 +436,7 @@ def validate_la_cases(
     stride_z: int = 4,
     sw_batch: int = 4,
     progress: bool = False,
+    amp: str = "none",
 ) -> float:
     """Mean Dice over LA cases, as the released ``var_all_case_LA``.
 
@@ -382,6 +452,7 @@ def validate_la_cases(
         num_classes, patch_size, stride_xy, stride_z, sw_batch: as in
             :func:`test_single_case`.
         progress: show a tqdm bar.
+        amp: ``"none"`` or ``"bf16"``, as in :func:`test_single_case`.
 
     Returns:
         The mean Dice (float).
@@ -393,7 +464,8 @@ def validate_la_cases(
     for case in tqdm(case_ids, desc="validate LA", disable=not progress, leave=False):
         data = load_case(la_case_path(root, case))
         with eval_mode(model), torch.inference_mode():
-            score = _sliding_window_probs(model, data["image"], stride_xy, stride_z, patch_size, num_classes, sw_batch)
+            score = _sliding_window_probs(model, data["image"], stride_xy, stride_z, patch_size, num_classes,
+                                          sw_batch, amp)
             pred = _label_from_probs(score, num_classes) > 0
             gt = torch.from_numpy(np.asarray(data["label"])).to(device) > 0
             total += dice_coefficient(pred, gt)
@@ -408,6 +480,7 @@ def validate_acdc_volumes(
     patch_size: Sequence[int] = (256, 256),
     batch: int = 16,
     progress: bool = False,
+    amp: str = "none",
 ) -> np.ndarray:
     """Per-class mean (Dice, 95HD) over ACDC volumes, as the reference's ``val_2d``.
 
@@ -422,6 +495,7 @@ def validate_acdc_volumes(
         case_names: volume names like ``patient001_frame01`` (``val.list``).
         num_classes, patch_size, batch: as in :func:`test_single_volume_2d`.
         progress: show a tqdm bar.
+        amp: ``"none"`` or ``"bf16"``, as in :func:`test_single_volume_2d`.
 
     Returns:
         float64 array (C - 1, 2): column 0 Dice, column 1 95HD, row c-1 = class c.
@@ -432,7 +506,7 @@ def validate_acdc_volumes(
     rows = np.zeros((len(case_names), num_classes - 1, 2), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="validate ACDC", disable=not progress, leave=False)):
         data = load_case(acdc_volume_path(root, case))
-        prediction = test_single_volume_2d(model, data["image"], num_classes, patch_size, batch)
+        prediction = test_single_volume_2d(model, data["image"], num_classes, patch_size, batch, amp)
         label = np.asarray(data["label"])
         for c in range(1, num_classes):
             rows[i, c - 1] = calculate_dice_hd95(prediction == c, label == c)

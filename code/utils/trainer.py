@@ -10,14 +10,22 @@ Checkpoints in the snapshot folder:
   (the released format), written when the selection score improves;
 * ``last.pth``: weights, optimiser, iteration, best score, the method's state
   (prototype memory) and every RNG state, for ``--resume``.
+
+Speed options (all off in the faithful defaults, see :func:`setup_speed`):
+``--amp bf16`` (bfloat16 autocast around the method's forward passes and
+losses; the losses are float32, no GradScaler), ``--channels_last`` (NHWC /
+NDHWC memory format of the model and the inputs; ``auto`` = on for CUDA with
+``--deterministic 0``), ``--compile`` (``torch.compile`` of the network).
 """
 import argparse
 import json
 import logging
 import os
 import random
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -26,6 +34,7 @@ from torch import nn
 
 from methods import METHODS, get_method
 from networks.net_factory import resolve_device
+from utils.inference import AMP_MODES, amp_autocast, check_amp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -87,6 +96,18 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
     p.add_argument("--save_interval", type=int, default=200, help="write last.pth every N iterations")
     p.add_argument("--resume", action="store_true", help="continue from <snapshot>/last.pth")
     p.add_argument("--model_root", default=os.path.join(ROOT, "model"), help="folder holding the snapshot folders")
+    # Speed options (README "Speed options"); the defaults are the faithful fp32 run.
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="mixed precision: none (fp32, faithful default) or bf16 (bfloat16 autocast of the forward "
+                        "passes in training and validation; losses in float32; meant for CUDA GPUs of compute "
+                        "capability >= 8.0; also runs on the CPU)")
+    p.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
+                   help="channels-last memory format (NHWC / NDHWC) for the model and the batches: auto = on "
+                        "only on CUDA with --deterministic 0; same math, layout only (dropout masks are drawn "
+                        "in memory order, so a run is not bit-identical to one without it)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the network with torch.compile (needs Triton on CUDA, a C++ compiler on the CPU; "
+                        "the first iterations are slow while it compiles)")
     # Baselines (--method uamt|sassnet|dtc|urpc|mcnet), README "Baselines".
     p.add_argument("--baseline_consistency", type=float, default=None,
                    help="final weight of a baseline's unsupervised term; default: the baseline's own (UA-MT 0.1, "
@@ -175,17 +196,131 @@ def endless(loader: Any) -> Iterator[Any]:
             raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
 
 
+# ---------------------------------------------------------------------- speed options
+
+
+def resolve_channels_last(mode: str, device: torch.device, deterministic: bool) -> bool:
+    """``--channels_last``: ``on`` / ``off``, or ``auto`` = on only for CUDA with ``--deterministic 0``."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"--channels_last must be auto, on or off, got {mode!r}")
+    if mode == "auto":
+        return torch.device(device).type == "cuda" and not deterministic
+    return mode == "on"
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> ``torch.channels_last``; (B, C, H, W, D) -> ``torch.channels_last_3d``;
+    other ranks unchanged. Same values and shape, only the memory layout changes."""
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def model_to_channels_last(model: nn.Module) -> nn.Module:
+    """Convert, in place, every 4-D / 5-D parameter and buffer (the convolution
+    weights) to the channels-last layout of its rank; returns ``model``.
+    (``Module.to(memory_format=...)`` takes one format and fails on a mix of 4-D and 5-D weights.)"""
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.dim() in (4, 5):
+                tensor.data = to_channels_last(tensor.data)
+    return model
+
+
+def check_compile(device: torch.device) -> None:
+    """Fail early, with what to do, where ``torch.compile`` cannot work.
+
+    Raises:
+        RuntimeError: torch without ``torch.compile``, a Python version dynamo does
+            not support, CUDA without Triton, or CPU without a C++ compiler.
+    """
+    if not hasattr(torch, "compile") or not hasattr(nn.Module, "compile"):
+        raise RuntimeError(f"--compile needs PyTorch >= 2.2 (this is {torch.__version__}); drop --compile")
+    from torch import _dynamo  # noqa: WPS433 (only when compiling)
+    if not _dynamo.is_dynamo_supported():
+        raise RuntimeError(f"--compile: torch.compile does not support this Python "
+                           f"({sys.version.split()[0]}) with torch {torch.__version__}; drop --compile")
+    if torch.device(device).type == "cuda":
+        from torch.utils._triton import has_triton  # noqa: WPS433
+        if not has_triton():
+            raise RuntimeError("--compile on CUDA needs Triton (pip install triton, matching your torch); "
+                               "or drop --compile")
+    else:
+        compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in compilers):
+            raise RuntimeError("--compile on the CPU needs a C++ compiler (g++, c++ or clang++ on PATH, or $CXX); "
+                               "install one or drop --compile")
+
+
+@dataclass
+class SpeedOptions:
+    """The resolved speed flags of a run (see :func:`setup_speed`)."""
+
+    amp: str = "none"
+    channels_last: bool = False
+    compiled: bool = False
+
+
+def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device,
+                deterministic: Optional[bool] = None) -> SpeedOptions:
+    """Apply ``--amp`` / ``--channels_last`` / ``--compile`` to ``model`` (in place) before
+    the optimiser is built; returns what is in effect for :func:`train_step`.
+
+    ``--compile`` uses ``model.compile()``, which compiles the module in place, so
+    ``state_dict`` keys (checkpoints) stay those of the plain network.
+
+    Same math, not the same random draws: with channels-last the dropout masks
+    are drawn in memory order, and compiled code draws them with its own
+    generator, so those runs are not bit-identical to the faithful fp32 run
+    (equally random; losses agree to float rounding when dropout is off).
+
+    Raises:
+        ValueError: a bad ``--amp`` value. RuntimeError: ``--compile`` where it cannot work.
+    """
+    device = torch.device(device)
+    amp = getattr(args, "amp", "none")
+    check_amp(amp, device)
+    if deterministic is None:
+        deterministic = bool(getattr(args, "deterministic", 1))
+    channels_last = resolve_channels_last(getattr(args, "channels_last", "off"), device, deterministic)
+    if channels_last:
+        model_to_channels_last(model)
+    compiled = bool(getattr(args, "compile", False))
+    if compiled:
+        check_compile(device)
+        model.compile()
+    options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled)
+    if options != SpeedOptions():
+        logging.info("speed options: amp %s, channels_last %s, compile %s", amp, channels_last, compiled)
+    return options
+
+
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """SGD, momentum 0.9, weight decay 1e-4 (released)."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
 
 
 def train_step(method: Any, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
-               iter_num: int) -> Dict[str, torch.Tensor]:
+               iter_num: int, amp: str = "none", channels_last: bool = False) -> Dict[str, torch.Tensor]:
     """One training iteration: the method's losses, backward, optimiser step,
     the method's after-step work. ``iter_num`` iterations are done before it.
-    (code/benchmark.py times exactly this function.)"""
-    out = method.step(image, label, iter_num)
+    (code/benchmark.py times exactly this function.)
+
+    Args:
+        image: (B, 1, H, W[, D]); label: (B, H, W[, D]).
+        amp: ``"bf16"`` runs ``method.step`` (forward passes, VAT, separation and
+            the losses, which compute in float32) under bfloat16 autocast; the
+            backward and the optimiser step run outside it; no GradScaler is
+            needed for bfloat16. ``"none"``: fp32.
+        channels_last: give the image to the method in channels-last layout
+            (the model should have been converted by :func:`setup_speed`).
+    """
+    if channels_last:
+        image = to_channels_last(image)
+    with amp_autocast(image.device, amp):
+        out = method.step(image, label, iter_num)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     if getattr(method, "phase_hook", None) is not None:
@@ -222,6 +357,7 @@ class Trainer:
         self.model: nn.Module = method.model
         self.device = device or next(self.model.parameters()).device
         self.lr_at, self.validate, self.should_validate, self.image_fn = lr_at, validate, should_validate, image_fn
+        self.speed = setup_speed(args, self.model, self.device)  # before the optimiser: it holds the parameters
         self.optimizer = make_optimizer(self.model, args.base_lr)
         self.writer = SummaryWriter(os.path.join(snapshot, "log"))
         self.iter_num = 0
@@ -303,7 +439,8 @@ class Trainer:
             batch = next(batches)
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True).long()
-            out = train_step(self.method, self.optimizer, image, label, self.iter_num)
+            out = train_step(self.method, self.optimizer, image, label, self.iter_num, amp=self.speed.amp,
+                             channels_last=self.speed.channels_last)
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
             pending.append(torch.stack([out[k].detach().float().to(self.device) for k in self.method.log_keys]))
