@@ -41,8 +41,10 @@ from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
 from networks.net_factory import resolve_device
 from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
 from utils import inference
-from utils.inference import (AMP_MODES, acdc_volume_path, check_amp, largest_connected_component, load_case,
-                             read_case_list)
+from dataloaders.h5io import load_h5, validate_pair
+from dataloaders.splits import read_list
+from dataloaders.acdc import acdc_volume_path
+from utils.inference import AMP_MODES, check_amp, largest_connected_component
 from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,10 +150,9 @@ def evaluate_acdc(
     values = np.zeros((len(case_names), len(classes), len(METRICS)), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="ACDC test", unit="volume")):
         path = acdc_volume_path(root_path, case)
-        data = load_case(path)
+        data = load_h5(path)
         image, label = data["image"], data["label"]
-        if image.shape != label.shape or image.ndim != 3:
-            raise ValueError(f"{path}: image {image.shape} and label {label.shape} must be equal (S, H, W) shapes.")
+        validate_pair(image, label, num_classes, path, ndim=3)
         prediction = inference.test_single_volume_2d(model, image, num_classes, patch_size, sw_batch, amp=amp)
         for j, c in enumerate(classes):
             mask = prediction == c
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     require_checkpoint(ckpt)  # fail before any work, naming the path tried
     # Released behaviour: names stripped of any extension, then sorted.
     case_names = sorted(name.split(".")[0] for name in
-                        read_case_list(os.path.join(args.root_path, "test.list"), "ACDC test list"))
+                        read_list(os.path.join(args.root_path, "test.list")))
 
     os.makedirs(out_dir, exist_ok=True)
     handlers = _add_log_file(os.path.join(out_dir, "test_log.txt"))

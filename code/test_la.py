@@ -39,8 +39,10 @@ from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
 from networks.net_factory import resolve_device
 from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
 from utils import inference
-from utils.inference import (AMP_MODES, check_amp, la_case_path, largest_connected_component, load_case,
-                             read_case_list)
+from dataloaders.h5io import load_h5, validate_pair
+from dataloaders.splits import read_list
+from dataloaders.la_heart import la_case_path
+from utils.inference import AMP_MODES, check_amp, largest_connected_component
 from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,10 +145,9 @@ def evaluate_la(
         os.makedirs(pred_dir, exist_ok=True)
     rows = []
     for ith, case in enumerate(tqdm(case_ids, desc="LA test", unit="case")):
-        data = load_case(la_case_path(root_path, case))
+        data = load_h5(la_case_path(root_path, case))
         image, label = data["image"], data["label"]
-        if image.shape != label.shape:
-            raise ValueError(f"{la_case_path(root_path, case)}: image {image.shape} and label {label.shape} differ.")
+        validate_pair(image, label, num_classes, la_case_path(root_path, case), ndim=3)
         prediction, score_map = inference.test_single_case(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch,
                                                            amp=amp)
         if nms:
@@ -243,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                      f"{args.model}_best_model.pth")
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "test")
     require_checkpoint(ckpt)  # fail before any work, naming the path tried
-    case_ids = read_case_list(os.path.join(args.root_path, "test.list"), "LA test list")
+    case_ids = read_list(os.path.join(args.root_path, "test.list"))
 
     os.makedirs(out_dir, exist_ok=True)
     handlers = _add_log_file(os.path.join(out_dir, "test_log.txt"))

@@ -35,6 +35,9 @@ from skimage.measure import label as connected_components
 from torch import nn
 from tqdm import tqdm
 
+from dataloaders.acdc import acdc_volume_path
+from dataloaders.h5io import load_h5
+from dataloaders.la_heart import la_case_path
 from utils.metrics import calculate_dice_hd95, dice_coefficient
 
 logger = logging.getLogger(__name__)
@@ -42,8 +45,6 @@ logger = logging.getLogger(__name__)
 #: values of the ``--amp`` flag: ``none`` (fp32, faithful default) or ``bf16`` (bfloat16 autocast)
 AMP_MODES = ("none", "bf16")
 
-LA_CASE_FILE = os.path.join("2018LA_Seg_Training Set", "{case}", "mri_norm2.h5")
-ACDC_VOLUME_FILE = os.path.join("data", "{case}.h5")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -380,49 +381,6 @@ def test_single_volume_2d(
 # --------------------------------------------------------------------------- data access
 
 
-def read_case_list(path: str, what: str = "case list") -> list[str]:
-    """Non-empty, stripped lines of a ``*.list`` file; clear error if missing."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No {what} at {os.path.abspath(path)}: check --root_path (it must hold train.list/test.list "
-            "as prepared by the data scripts)."
-        )
-    with open(path, encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
-    if not names:
-        raise ValueError(f"The {what} {path} is empty.")
-    return names
-
-
-def load_case(path: str, keys: Sequence[str] = ("image", "label")) -> dict[str, np.ndarray]:
-    """Read datasets from one h5 file (``dataloaders.h5io.load_h5`` when present)."""
-    try:
-        from dataloaders.h5io import load_h5
-    except ImportError:  # the shared reader is optional for this module
-        load_h5 = None
-    if load_h5 is not None:
-        return load_h5(path, keys=tuple(keys))
-    import h5py
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No data file at {os.path.abspath(path)}: check --root_path.")
-    with h5py.File(path, "r") as handle:
-        missing = [k for k in keys if k not in handle]
-        if missing:
-            raise KeyError(f"{path} has no dataset(s) {missing}; found {list(handle.keys())}.")
-        return {k: handle[k][:] for k in keys}
-
-
-def la_case_path(root: str, case: str) -> str:
-    """``<root>/2018LA_Seg_Training Set/<case>/mri_norm2.h5``."""
-    return os.path.join(root, LA_CASE_FILE.format(case=case))
-
-
-def acdc_volume_path(root: str, case: str) -> str:
-    """``<root>/data/<case>.h5`` (``case`` like ``patient001_frame01``)."""
-    return os.path.join(root, ACDC_VOLUME_FILE.format(case=case))
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -462,7 +420,7 @@ def validate_la_cases(
     device = model_device(model)
     total = 0.0
     for case in tqdm(case_ids, desc="validate LA", disable=not progress, leave=False):
-        data = load_case(la_case_path(root, case))
+        data = load_h5(la_case_path(root, case))
         with eval_mode(model), torch.inference_mode():
             score = _sliding_window_probs(model, data["image"], stride_xy, stride_z, patch_size, num_classes,
                                           sw_batch, amp)
@@ -505,7 +463,7 @@ def validate_acdc_volumes(
         raise ValueError("validate_acdc_volumes needs at least one volume name.")
     rows = np.zeros((len(case_names), num_classes - 1, 2), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="validate ACDC", disable=not progress, leave=False)):
-        data = load_case(acdc_volume_path(root, case))
+        data = load_h5(acdc_volume_path(root, case))
         prediction = test_single_volume_2d(model, data["image"], num_classes, patch_size, batch, amp)
         label = np.asarray(data["label"])
         for c in range(1, num_classes):
