@@ -32,6 +32,7 @@ import train_acdc
 import train_la
 from methods import get_method
 from networks.net_factory import resolve_device
+from utils.host_memory import keep_freed_host_memory
 from utils.inference import test_single_case, test_single_volume_2d
 from utils.inference import AMP_MODES
 from utils.trainer import make_optimizer, seed_everything, setup_speed, train_step
@@ -148,6 +149,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     p.add_argument("--stride_xy", type=int, default=18, help="LA sliding-window stride x/y")
     p.add_argument("--stride_z", type=int, default=4, help="LA sliding-window stride z")
     p.add_argument("--skip_inference", action="store_true", help="time the training iteration only")
+    p.add_argument("--keep_host_memory", type=int, default=1,
+                   help="1 (as training): let glibc keep freed memory on CPU; 0: system default")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("train_flags", nargs="*", help="extra training flags after --, e.g. -- --lds kl")
     args = p.parse_args(argv)
@@ -162,6 +165,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         ps = args.patch_size
         args.volume = [ps[0] * 3 // 2, ps[1] * 3 // 2, ps[2] + 2 * args.stride_z]
     device = resolve_device(args.device)
+    if device.type == "cpu" and args.keep_host_memory:
+        keep_freed_host_memory()  # as train_la.py / train_acdc.py do by default
     result: Dict[str, object] = {"setting": args.setting, "device": str(device),
                                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                                  else platform.processor() or platform.machine(),

@@ -1,0 +1,19 @@
+"""The demo's --quick run goes through the whole pipeline and writes its outputs."""
+import json
+import os
+
+import demo
+
+
+def test_quick_demo_writes_results(tmp_path):
+    results = demo.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for method in ("supervised", "ssnet"):
+        assert set(saved[method]) == {"dice", "jaccard", "hd95", "asd"}
+        assert 0.0 <= saved[method]["dice"] <= 1.0 and 0.0 <= saved[method]["jaccard"] <= saved[method]["dice"] + 1e-9
+    assert saved["labeled_patients"] == 2 and saved["iterations"] == results["iterations"] == 12
+    assert saved["seconds"] > 0
+    assert os.path.getsize(tmp_path / "examples.png") > 5_000
+    # both runs were trained and tested by the real scripts
+    for exp in ("Supervised", "SSNet"):
+        assert (tmp_path / "runs" / f"ACDC_{exp}_2_labeled" / "unet" / "test" / "performance.json").is_file()
