@@ -24,7 +24,6 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("dice", "jaccard", "hd95", "asd")

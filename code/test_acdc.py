@@ -27,7 +27,6 @@ import csv
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,14 +36,14 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from methods import METHODS as METHOD_REGISTRY, build_test_model, get_method
-from networks.net_factory import resolve_device
-from utils.checkpoints import CheckpointError, load_weights, require_checkpoint
+from methods import METHODS as METHOD_REGISTRY, build_test_model
+from utils.checkpoints import CheckpointError, load_weights
+from utils.evaluation import add_log_file, prepare_evaluation
 from utils import inference
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from dataloaders.acdc import acdc_volume_path
-from utils.inference import AMP_MODES, check_amp, largest_connected_component
+from utils.inference import AMP_MODES, largest_connected_component
 from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,21 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="empty prediction of a class: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 "
                         "is the best value), 'nan' makes 95HD/ASD NaN and leaves it out of their means")
     return p
-
-
-def device_from_flags(device: str, gpu: str | None) -> str:
-    """Merge ``--device`` and its alias ``--gpu`` (a bare index N means cuda:N)."""
-    if gpu is None:
-        return device
-    alias = f"cuda:{gpu}" if str(gpu).isdigit() else str(gpu)
-    if device not in ("auto", alias):
-        raise ValueError(f"--device {device} and --gpu {gpu} disagree; pass only one of them.")
-    return alias
-
-
-def snapshot_dir(model_root: str, exp: str, labelnum: int, model: str) -> str:
-    """``<model_root>/ACDC_<exp>_<labelnum>_labeled/<model>`` (the reference's layout)."""
-    return os.path.join(model_root, f"ACDC_{exp}_{labelnum}_labeled", model)
 
 
 def _save_nifti(array: np.ndarray, path: str) -> None:
@@ -234,45 +218,17 @@ def evaluate_acdc(
     return summary
 
 
-def _add_log_file(path: str) -> list[logging.Handler]:
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    fmt = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.FileHandler(path, mode="w", encoding="utf-8")]
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handlers.append(logging.StreamHandler(sys.stdout))
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    return handlers
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv``, load the checkpoint, run :func:`evaluate_acdc`; returns its summary."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(device_from_flags(args.device, args.gpu))
-    except (ValueError, RuntimeError) as err:  # bad value, or CUDA asked for without a GPU
-        parser.error(str(err))
-    try:
-        check_amp(args.amp, device)
-    except ValueError as err:
-        parser.error(str(err))
-    if args.sw_batch < 1:
-        parser.error(f"--sw_batch must be >= 1, got {args.sw_batch}")
-    if args.exp is None:
-        args.exp = get_method(args.method).name
-    ckpt = args.ckpt or os.path.join(snapshot_dir(args.model_root, args.exp, args.labelnum, args.model),
-                                     f"{args.model}_best_model.pth")
-    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "test")
-    require_checkpoint(ckpt)  # fail before any work, naming the path tried
+    device, ckpt, out_dir = prepare_evaluation(parser, args, "ACDC")
     # Released behaviour: names stripped of any extension, then sorted.
     case_names = sorted(name.split(".")[0] for name in
                         read_list(os.path.join(args.root_path, "test.list")))
 
     os.makedirs(out_dir, exist_ok=True)
-    handlers = _add_log_file(os.path.join(out_dir, "test_log.txt"))
+    handlers = add_log_file(os.path.join(out_dir, "test_log.txt"))
     try:
         logger.info("Arguments: %s", vars(args))
         model = build_test_model(args.method, "ACDC", args.num_classes, device, args.model)

@@ -13,7 +13,6 @@ for 3 patients, 136 for 7 on the real data). Model selection: best mean Dice
 import argparse
 import logging
 import os
-import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -70,8 +69,9 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     snapshot, device = prepare_snapshot(args, "ACDC")
     loader = build_loader(args)
     method = get_method(args.method).from_args(args, "ACDC", NUM_CLASSES, device)
-    validate = None
-    if args.select != "last":
+    if args.select == "last":
+        validate = None
+    else:
         names = read_list(os.path.join(args.root_path, f"{args.select}.list"))
         logging.info("model selection on %d %s volumes", len(names), args.select)
 

@@ -15,7 +15,6 @@ picks the best of periodic validations on the 20 TEST cases (from iteration
 import argparse
 import logging
 import os
-import sys
 from typing import Dict, List, Optional, Tuple
 
 import torch
