@@ -301,6 +301,15 @@ def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device
     return options
 
 
+def log_value(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A logged scalar as a float32 tensor on ``device`` without a host sync: a
+    CPU scalar (e.g. the ramp weight) is filled in on the device instead of
+    copied there, which on CUDA would wait for a pageable host-to-device copy."""
+    if value.device != device and value.device.type == "cpu":
+        return torch.full((), value.item(), dtype=torch.float32, device=device)
+    return value.detach().float()
+
+
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """SGD, momentum 0.9, weight decay 1e-4 (released)."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
@@ -447,7 +456,7 @@ class Trainer:
                              channels_last=self.speed.channels_last)
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
-            pending.append(torch.stack([out[k].detach().float().to(self.device) for k in self.method.log_keys]))
+            pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))
             n = self.iter_num
             if n % args.log_interval == 0 or n == args.max_iterations:
                 self.log(pending, bar)
