@@ -8,7 +8,8 @@ import pytest
 
 from dataloaders.h5io import load_h5
 from dataloaders.splits import patients_in_order, read_list
-from dataloaders.synthetic import acdc_patient, acdc_split, la_case, la_split, make_acdc, make_la
+from dataloaders.synthetic import (ACDC_GROUPS, acdc_group, acdc_patient, acdc_split, la_case, la_split,
+                                  make_acdc, make_la)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,6 +79,31 @@ def test_acdc_patient_structure_and_variety():
     assert len(sizes) > 1
 
 
+def test_acdc_groups_follow_the_real_numbering_and_differ():
+    assert [acdc_group(p, 100) for p in (1, 20, 21, 41, 61, 80, 81, 100)] == \
+        ["DCM", "DCM", "HCM", "MINF", "NOR", "NOR", "RV", "RV"]
+    assert [acdc_group(p, 10) for p in range(1, 11)] == [g for g in ACDC_GROUPS for _ in range(2)]
+    with pytest.raises(ValueError, match="1..10"):
+        acdc_group(11, 10)
+    with pytest.raises(ValueError, match="group"):
+        acdc_patient(np.random.default_rng(0), group="XYZ")
+
+    def volumes(group):  # mean ED / ES voxel counts per class over a few patients
+        counts = []
+        for p in range(3):
+            (_, ed), (_, es) = acdc_patient(np.random.default_rng([5, p]), (80, 100), (6, 6), group)
+            counts.append([[(lab == c).sum() for c in (1, 2, 3)] for lab in (ed, es)])
+        return np.mean(counts, axis=0)  # (frame, class RV/Myo/LV)
+
+    v = {g: volumes(g) for g in ACDC_GROUPS}
+    ef = {g: 1 - v[g][1, 2] / v[g][0, 2] for g in ACDC_GROUPS}  # LV ejection fraction
+    assert v["DCM"][0, 2] > 1.3 * v["NOR"][0, 2] and ef["DCM"] < ef["NOR"]  # dilated, weak
+    assert v["HCM"][0, 1] / v["HCM"][0, 2] > 2 * v["NOR"][0, 1] / v["NOR"][0, 2] and ef["HCM"] > ef["NOR"]
+    assert ef["MINF"] < ef["NOR"] and v["MINF"][0, 2] > v["NOR"][0, 2]
+    assert v["RV"][0, 0] > 1.3 * v["NOR"][0, 0]
+    assert 1 - v["RV"][1, 0] / v["RV"][0, 0] < 1 - v["NOR"][1, 0] / v["NOR"][0, 0]  # weak RV
+
+
 def test_acdc_layout_lists_and_split(tmp_path):
     root = str(tmp_path / "acdc")
     lists = make_acdc(root, patients=10, seed=1, hw_range=(30, 40), slice_range=(2, 3))
@@ -113,6 +139,8 @@ def test_cli_raw_acdc(tmp_path):
     assert res.returncode == 0, res.stderr
     files = sorted(os.listdir(os.path.join(out, "patient001")))
     assert files[0] == "Info.cfg" and files[1:3] == ["patient001_frame01.nii.gz", "patient001_frame01_gt.nii.gz"]
+    with open(os.path.join(out, "patient002", "Info.cfg"), encoding="utf-8") as f:
+        assert "Group: HCM" in f.read()  # 3 patients: DCM, HCM, NOR (in fifths, as ACDC numbers them)
     assert len(files) == 5 and all(os.path.exists(os.path.join(out, f"{s}.list")) for s in ("train", "val", "test"))
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "code", "dataloaders", "synthetic.py"),
                           "--dataset", "LA", "--out", out, "--cases", "1"], capture_output=True, text=True,

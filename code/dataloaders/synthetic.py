@@ -52,13 +52,14 @@ from dataloaders.la_heart import la_case_path  # noqa: E402
 from dataloaders.la_heart_processing import write_la_h5  # noqa: E402
 from dataloaders.splits import write_list  # noqa: E402
 
-__all__ = ["la_case", "acdc_patient", "la_split", "acdc_split", "make_la", "make_acdc", "main"]
+__all__ = ["la_case", "acdc_patient", "acdc_group", "ACDC_GROUPS", "la_split", "acdc_split", "make_la", "make_acdc", "main"]
 
 logger = logging.getLogger(__name__)
 
 LA_DEFAULT_SIZE = (96, 96, 64)
 ACDC_DEFAULT_HW = (80, 140)
 ACDC_DEFAULT_SLICES = (6, 10)
+ACDC_GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -241,12 +242,49 @@ def _shape_r(base: float, theta: np.ndarray, harm: list[tuple[int, float, float]
     return base * r
 
 
+def acdc_group(patient: int, patients: int) -> str:
+    """The pathology group of synthetic patient ``patient`` (1..``patients``).
+
+    As in the real ACDC training set (1-20 DCM, 21-40 HCM, 41-60 MINF, 61-80
+    NOR, 81-100 RV), patients are numbered group by group in equal fifths.
+    """
+    if not 1 <= patient <= patients:
+        raise ValueError(f"patient must be in 1..{patients}, got {patient}.")
+    return ACDC_GROUPS[(patient - 1) * len(ACDC_GROUPS) // patients]
+
+
+def _group_shape(rng: np.random.Generator, group: str) -> dict[str, float]:
+    """Multipliers and ES factors that make a heart of ``group`` (none drawn for NOR).
+
+    DCM: dilated LV, thin wall, weak contraction. HCM: thick wall, small
+    cavity, strong contraction. MINF: enlarged LV, weak contraction and a
+    thinned (infarcted) wall sector. RV: dilated, weakly contracting RV.
+    """
+    g: dict[str, float] = dict(lv=1.0, wall=1.0, rv=1.0, es_lv=0.0, es_myo=0.0, es_rv=0.0, scar=0.0,
+                               scar_dir=0.0, scar_width=0.0)
+    if group == "DCM":
+        g.update(lv=rng.uniform(1.25, 1.45), wall=rng.uniform(0.65, 0.85), es_lv=rng.uniform(0.85, 0.95),
+                 es_myo=rng.uniform(1.0, 1.15))
+    elif group == "HCM":
+        g.update(lv=rng.uniform(0.75, 0.9), wall=rng.uniform(1.6, 2.1), es_lv=rng.uniform(0.4, 0.55),
+                 es_myo=rng.uniform(1.3, 1.6))
+    elif group == "MINF":
+        g.update(lv=rng.uniform(1.15, 1.35), es_lv=rng.uniform(0.8, 0.9), es_myo=rng.uniform(1.0, 1.2),
+                 scar=rng.uniform(0.4, 0.6), scar_dir=rng.uniform(0, 2 * np.pi), scar_width=rng.uniform(0.5, 1.0))
+    elif group == "RV":
+        g.update(rv=rng.uniform(1.3, 1.55), es_rv=rng.uniform(0.85, 0.95))
+    elif group != "NOR":
+        raise ValueError(f"group must be one of {ACDC_GROUPS}, got {group!r}.")
+    return g
+
+
 def acdc_patient(rng: np.random.Generator, hw_range: Sequence[int] = ACDC_DEFAULT_HW,
-                 slice_range: Sequence[int] = ACDC_DEFAULT_SLICES
+                 slice_range: Sequence[int] = ACDC_DEFAULT_SLICES, group: str = "NOR"
                  ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """One ACDC-like patient: ((ED image, ED label), (ES image, ES label)), each (S, H, W).
 
     Images are raw-like float32 intensities (>= 0); labels uint8 0 bg, 1 RV, 2 Myo, 3 LV.
+    ``group`` is one of ACDC's pathology groups (``ACDC_GROUPS``), see ``_group_shape``.
     """
     h = int(rng.integers(hw_range[0], hw_range[1] + 1))
     w = int(rng.integers(hw_range[0], hw_range[1] + 1))
@@ -268,10 +306,14 @@ def acdc_patient(rng: np.random.Generator, hw_range: Sequence[int] = ACDC_DEFAUL
     lung = (rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.15))
     blur, noise, bias = rng.uniform(0.5, 1.3), rng.uniform(0.02, 0.06), rng.uniform(0.1, 0.3)
     texture_sigma = rng.uniform(1.5, 3.0)
+    g = _group_shape(rng, group)
+    r_lv0 *= g["lv"]
+    t_myo0 *= g["wall"]
+    rv_scale *= g["rv"] / g["lv"]  # the RV keeps its own size when the LV is dilated or shrunk
+    es = [rng.uniform(0.6, 0.75), rng.uniform(1.2, 1.45), rng.uniform(0.6, 0.8)]  # NOR: LV, wall, RV
+    es = [g[k] or v for k, v in zip(("es_lv", "es_myo", "es_rv"), es)]
     out = []
-    for frame, (lv_f, myo_f, rv_f) in enumerate(((1.0, 1.0, 1.0),
-                                                 (rng.uniform(0.6, 0.75), rng.uniform(1.2, 1.45),
-                                                  rng.uniform(0.6, 0.8)))):
+    for frame, (lv_f, myo_f, rv_f) in enumerate(((1.0, 1.0, 1.0), tuple(es))):
         dy, dx = rng.normal(0, 1.0, 2) if frame else (0.0, 0.0)
         img = np.empty((s, h, w), np.float32)
         lab = np.zeros((s, h, w), np.uint8)
@@ -282,6 +324,9 @@ def acdc_patient(rng: np.random.Generator, hw_range: Sequence[int] = ACDC_DEFAUL
             theta = np.arctan2(yy - py, xx - px)
             r_lv = _shape_r(r_lv0 * lv_f * (1 - 0.75 * t ** 1.5), theta, lv_h)
             t_myo = _shape_r(t_myo0 * myo_f * (1 + 0.2 * t), theta, myo_h)
+            if g["scar"]:  # MINF: the infarcted sector's wall is thinned
+                off = np.angle(np.exp(1j * (theta - g["scar_dir"])))
+                t_myo = t_myo * (1 - g["scar"] * np.exp(-0.5 * (off / (0.5 * g["scar_width"])) ** 2))
             lv = rho < r_lv
             myo = (rho >= r_lv) & (rho < r_lv + t_myo)
             if t > 0.9 and rng.random() < 0.5:  # apical cap: only muscle left
@@ -290,7 +335,7 @@ def acdc_patient(rng: np.random.Generator, hw_range: Sequence[int] = ACDC_DEFAUL
             rv = np.zeros((h, w), bool)
             if t < 0.8:
                 r_rv = r_lv0 * rv_scale * rv_f * (1 - 0.9 * t)
-                d = 0.8 * (r_lv0 * lv_f + t_myo0) + 0.2 * r_rv
+                d = 0.8 * (r_lv0 * lv_f + t_myo0 * myo_f) + 0.2 * r_rv  # the RV sits on the wall
                 qy, qx = py + d * np.sin(rv_dir), px + d * np.cos(rv_dir)
                 a_y, a_x = yy - qy, xx - qx
                 along = a_x * np.cos(rv_dir) + a_y * np.sin(rv_dir)
@@ -367,7 +412,8 @@ def make_acdc(out: str, patients: int = 10, seed: int = 1337, hw_range: Sequence
     slices_of: dict[str, list[str]] = {}
     for p in tqdm(sorted(train + val + test), desc="synthetic ACDC", disable=not progress):
         rng = np.random.default_rng([seed, p])
-        (ed_img, ed_lab), (es_img, es_lab) = acdc_patient(rng, hw_range, slice_range)
+        group = acdc_group(p, patients)
+        (ed_img, ed_lab), (es_img, es_lab) = acdc_patient(rng, hw_range, slice_range, group)
         name = f"patient{p:03d}"
         if raw:
             import SimpleITK as sitk
@@ -380,7 +426,7 @@ def make_acdc(out: str, patients: int = 10, seed: int = 1337, hw_range: Sequence
                     itk.SetSpacing((1.5, 1.5, 10.0))
                     sitk.WriteImage(itk, os.path.join(d, f"{name}_frame{no:02d}{suffix}.nii.gz"))
             with open(os.path.join(d, "Info.cfg"), "w", encoding="utf-8") as f:
-                f.write(f"ED: 1\nES: {es_no}\nGroup: NOR\nHeight: 170.0\nNbFrame: {es_no + 10}\nWeight: 70.0\n")
+                f.write(f"ED: 1\nES: {es_no}\nGroup: {group}\nHeight: 170.0\nNbFrame: {es_no + 10}\nWeight: 70.0\n")
         else:
             for fno, im, lb in ((1, ed_img, ed_lab), (2, es_img, es_lab)):
                 case = f"{name}_frame{fno:02d}"
