@@ -127,17 +127,23 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for name, exp, extra in RUNS:
         results[name] = train_and_test(name, exp, extra, data, models, b, args.seed, args.device)
     examples(data, models, b, os.path.join(args.out, "examples.png"), args.device)
-    from dataloaders.splits import read_list
-    results.update(labeled_patients=b["labelnum"], iterations=b["iterations"],
+    from dataloaders.splits import patients_in_order, read_list
+    from dataloaders.synthetic import acdc_group
+    labeled = patients_in_order(read_list(os.path.join(data, "train_slices.list")))[:b["labelnum"]]
+    results.update(labeled_patients=b["labelnum"],
+                   labeled_groups={p: acdc_group(int(p[len("patient"):]), b["patients"]) for p in labeled},
+                   iterations=b["iterations"],
                    train_patients=len(read_list(os.path.join(data, "train.list"))) // 2,
                    test_volumes=len(read_list(os.path.join(data, "test.list"))),
                    slice_size=b["patch"], batch_size=b["batch"], labeled_bs=b["labeled_bs"], seed=args.seed,
                    seconds=round(time.time() - t0, 1))
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    lines = [f"\nSynthetic ACDC-like data: {results['labeled_patients']} labeled of {results['train_patients']} "
-             f"training patients, {results['test_volumes']} test volumes; {b['iterations']} iterations, "
-             f"{b['patch']}x{b['patch']} slices, SS-Net batch {b['batch']} ({b['labeled_bs']} labeled), supervised batch {b['labeled_bs']} (labeled); "
+    groups = ", ".join(f"{p} {g}" for p, g in results["labeled_groups"].items())
+    lines = [f"\nSynthetic ACDC-like data: {results['labeled_patients']} labeled ({groups}) of "
+             f"{results['train_patients']} training patients, {results['test_volumes']} test volumes; "
+             f"{b['iterations']} iterations, {b['patch']}x{b['patch']} slices, SS-Net batch {b['batch']} "
+             f"({b['labeled_bs']} labeled), supervised batch {b['labeled_bs']} (labeled); "
              f"mean over classes RV/Myo/LV.\n",
              "| Method | Dice (%) | Jaccard (%) | 95HD (voxel) | ASD (voxel) |", "|---|---|---|---|---|"]
     for name, label in (("supervised", "U-Net (supervised only)"), ("ssnet", "SS-Net")):

@@ -12,6 +12,8 @@ def test_quick_demo_writes_results(tmp_path):
         assert set(saved[method]) == {"dice", "jaccard", "hd95", "asd"}
         assert 0.0 <= saved[method]["dice"] <= 1.0 and 0.0 <= saved[method]["jaccard"] <= saved[method]["dice"] + 1e-9
     assert saved["labeled_patients"] == 2 and saved["iterations"] == results["iterations"] == 12
+    assert len(saved["labeled_groups"]) == 2  # the first two patients of train_slices.list, with their groups
+    assert set(saved["labeled_groups"].values()) <= {"DCM", "HCM", "MINF", "NOR", "RV"}
     assert saved["seconds"] > 0
     assert os.path.getsize(tmp_path / "examples.png") > 5_000
     # both runs were trained and tested by the real scripts

@@ -22,6 +22,14 @@ threshold does not solve it):
   the apex, unlabeled bright and dark structures around the heart, per-patient
   intensity, blur, bias and noise; in-plane sizes and slice counts vary across
   patients like the real data (defaults 80-140 px, 6-10 slices, kept small).
+  Like the real training set, patients come from ACDC's five pathology
+  groups, numbered group by group in fifths (DCM: dilated LV, thin wall, weak
+  contraction; HCM: thick wall, small cavity; MINF: enlarged LV with a thinned
+  infarct sector; NOR; RV: dilated RV), so a few labeled patients do not
+  cover the test patients' anatomy. Measured (1200 iterations, 64x64 slices,
+  supervised U-Net, 30 patients): 3 labeled patients give 77.5 % mean Dice
+  on the test volumes, all 21 training patients 84.7 % (with every patient
+  NOR-like, as before the groups, the gap was only 83.6 vs 85.1 %).
 
 Without ``--raw`` the preprocessed layout is written (LA: ``2018LA_Seg_Training Set/<ID>/mri_norm2.h5``
 + ``train.list``/``test.list``; ACDC: ``data/*.h5``, ``data/slices/*.h5`` and the four lists).
