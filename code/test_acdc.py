@@ -36,20 +36,19 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from methods import METHODS as METHOD_REGISTRY, build_test_model
+from methods import build_test_model
 from utils.checkpoints import CheckpointError, load_weights
-from utils.evaluation import add_log_file, prepare_evaluation
+from utils.evaluation import add_common_args, add_log_file, prepare_evaluation
 from utils import inference
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from dataloaders.acdc import acdc_volume_path
-from utils.inference import AMP_MODES, largest_connected_component
-from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
+from utils.inference import largest_connected_component
+from utils.metrics import calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("dice", "jaccard", "hd95", "asd")
 CLASS_NAMES = {1: "RV", 2: "Myo", 3: "LV"}
-METHODS = tuple(sorted(METHOD_REGISTRY))
 
 logger = logging.getLogger("test_acdc")
 
@@ -59,23 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "ACDC"),
                    help="ACDC folder with test.list and data/<patientXXX_frameYY>.h5")
-    p.add_argument("--exp", default=None,
-                   help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
-                        "DTC, URPC, MCNet)")
-    p.add_argument("--labelnum", type=int, default=3, help="labeled patients of the run (snapshot folder name)")
-    p.add_argument("--model", default="unet", help="snapshot subfolder and checkpoint name; also the network "
-                   "of --method ssnet (the baselines build their own)")
-    p.add_argument("--method", default="ssnet", choices=METHODS,
-                   help="method whose checkpoint is evaluated; decides the network and the output tested "
-                        "(UA-MT student, SASSNet/DTC segmentation head, URPC main output, MC-Net decoder 1)")
-    p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"),
-                   help="folder holding the snapshot folders (use pretrained_pth for the released checkpoints)")
-    p.add_argument("--ckpt", default=None,
-                   help="checkpoint file; default <model_root>/ACDC_<exp>_<labelnum>_labeled/<model>/<model>_best_model.pth")
-    p.add_argument("--out_dir", default=None, help="where results go; default <folder of the checkpoint>/test")
+    add_common_args(p, "ACDC", model="unet", labelnum=3)
     p.add_argument("--num_classes", type=int, default=4, help="output channels of the network (background included)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N")
     p.add_argument("--patch_size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
                    help="size every slice is zoomed to")
     p.add_argument("--sw_batch", type=int, default=16, help="slices per forward pass (does not change results)")
@@ -83,12 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest 3D connected component of each class (not in the released ACDC test: default 0)")
     p.add_argument("--save_nii", type=int, default=1, choices=(0, 1), help="save NIfTI prediction, image and label")
     p.add_argument("--detail", type=int, default=0, choices=(0, 1), help="log the metrics of every volume")
-    p.add_argument("--amp", choices=AMP_MODES, default="none",
-                   help="none: fp32 (faithful); bf16: forward passes under bfloat16 autocast (CUDA GPUs of compute "
-                        "capability >= 8.0; also runs on the CPU), probabilities in float32")
-    p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
-                   help="empty prediction of a class: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 "
-                        "is the best value), 'nan' makes 95HD/ASD NaN and leaves it out of their means")
     return p
 
 

@@ -34,19 +34,18 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from methods import METHODS as METHOD_REGISTRY, build_test_model
+from methods import build_test_model
 from utils.checkpoints import CheckpointError, load_weights
-from utils.evaluation import add_log_file, prepare_evaluation
+from utils.evaluation import add_common_args, add_log_file, prepare_evaluation
 from utils import inference
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from dataloaders.la_heart import la_case_path
-from utils.inference import AMP_MODES, largest_connected_component
-from utils.metrics import EMPTY_POLICIES, calculate_metric_percase, summarize
+from utils.inference import largest_connected_component
+from utils.metrics import calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("dice", "jaccard", "hd95", "asd")
-METHODS = tuple(sorted(METHOD_REGISTRY))
 
 logger = logging.getLogger("test_la")
 
@@ -56,23 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "LA"),
                    help="LA folder with test.list and '2018LA_Seg_Training Set/<ID>/mri_norm2.h5'")
-    p.add_argument("--exp", default=None,
-                   help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
-                        "DTC, URPC, MCNet)")
-    p.add_argument("--labelnum", type=int, default=4, help="labeled cases of the run (snapshot folder name)")
-    p.add_argument("--model", default="VNet", help="snapshot subfolder and checkpoint name; also the network "
-                   "of --method ssnet (the baselines build their own)")
-    p.add_argument("--method", default="ssnet", choices=METHODS,
-                   help="method whose checkpoint is evaluated; decides the network and the output tested "
-                        "(UA-MT student, SASSNet/DTC segmentation head, URPC main output, MC-Net decoder 1)")
-    p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"),
-                   help="folder holding the snapshot folders (use pretrained_pth for the released checkpoints)")
-    p.add_argument("--ckpt", default=None,
-                   help="checkpoint file; default <model_root>/LA_<exp>_<labelnum>_labeled/<model>/<model>_best_model.pth")
-    p.add_argument("--out_dir", default=None, help="where results go; default <folder of the checkpoint>/test")
+    add_common_args(p, "LA", model="VNet", labelnum=4)
     p.add_argument("--num_classes", type=int, default=2, help="output channels of the network")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N")
     p.add_argument("--patch_size", type=int, nargs=3, default=[112, 112, 80], metavar=("X", "Y", "Z"),
                    help="sliding-window size")
     p.add_argument("--stride_xy", type=int, default=18, help="window stride along x and y")
@@ -82,12 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest connected component (released default 1)")
     p.add_argument("--save_nii", type=int, default=1, choices=(0, 1), help="save NIfTI predictions and score maps")
     p.add_argument("--detail", type=int, default=1, choices=(0, 1), help="log the metrics of every case")
-    p.add_argument("--amp", choices=AMP_MODES, default="none",
-                   help="none: fp32 (faithful); bf16: forward passes under bfloat16 autocast (CUDA GPUs of compute "
-                        "capability >= 8.0; also runs on the CPU), probabilities in float32")
-    p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
-                   help="empty prediction: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 is the "
-                        "best value), 'nan' makes 95HD/ASD NaN and leaves the case out of their means")
     return p
 
 
