@@ -1,6 +1,6 @@
 """A CPU demo of what unlabeled data buys: SS-Net vs the supervised-only U-Net.
 
-    python code/demo.py            # about 8 minutes on 2 CPU cores
+    python code/demo.py            # 8-9 minutes on 2 CPU cores
     python code/demo.py --quick    # the same pipeline in under a minute (tests)
 
 It writes a small synthetic ACDC-like dataset with the repository's generator
