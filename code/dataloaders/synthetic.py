@@ -262,14 +262,14 @@ def acdc_group(patient: int, patients: int) -> str:
 
 
 def _group_shape(rng: np.random.Generator, group: str) -> dict[str, float]:
-    """Multipliers and ES factors that make a heart of ``group`` (none drawn for NOR).
+    """Multipliers, and the ES factors and infarct that replace NOR's, for a heart of ``group``.
 
     DCM: dilated LV, thin wall, weak contraction. HCM: thick wall, small
     cavity, strong contraction. MINF: enlarged LV, weak contraction and a
     thinned (infarcted) wall sector. RV: dilated, weakly contracting RV.
+    Nothing is drawn for NOR, so NOR hearts are those of the group-free generator.
     """
-    g: dict[str, float] = dict(lv=1.0, wall=1.0, rv=1.0, es_lv=0.0, es_myo=0.0, es_rv=0.0, scar=0.0,
-                               scar_dir=0.0, scar_width=0.0)
+    g: dict[str, float] = dict(lv=1.0, wall=1.0, rv=1.0)
     if group == "DCM":
         g.update(lv=rng.uniform(1.25, 1.45), wall=rng.uniform(0.65, 0.85), es_lv=rng.uniform(0.85, 0.95),
                  es_myo=rng.uniform(1.0, 1.15))
@@ -318,10 +318,10 @@ def acdc_patient(rng: np.random.Generator, hw_range: Sequence[int] = ACDC_DEFAUL
     r_lv0 *= g["lv"]
     t_myo0 *= g["wall"]
     rv_scale *= g["rv"] / g["lv"]  # the RV keeps its own size when the LV is dilated or shrunk
-    es = [rng.uniform(0.6, 0.75), rng.uniform(1.2, 1.45), rng.uniform(0.6, 0.8)]  # NOR: LV, wall, RV
-    es = [g[k] or v for k, v in zip(("es_lv", "es_myo", "es_rv"), es)]
+    es_nor = (rng.uniform(0.6, 0.75), rng.uniform(1.2, 1.45), rng.uniform(0.6, 0.8))  # LV, wall, RV
+    es = tuple(g.get(k, v) for k, v in zip(("es_lv", "es_myo", "es_rv"), es_nor))
     out = []
-    for frame, (lv_f, myo_f, rv_f) in enumerate(((1.0, 1.0, 1.0), tuple(es))):
+    for frame, (lv_f, myo_f, rv_f) in enumerate(((1.0, 1.0, 1.0), es)):
         dy, dx = rng.normal(0, 1.0, 2) if frame else (0.0, 0.0)
         img = np.empty((s, h, w), np.float32)
         lab = np.zeros((s, h, w), np.uint8)
@@ -332,7 +332,7 @@ def acdc_patient(rng: np.random.Generator, hw_range: Sequence[int] = ACDC_DEFAUL
             theta = np.arctan2(yy - py, xx - px)
             r_lv = _shape_r(r_lv0 * lv_f * (1 - 0.75 * t ** 1.5), theta, lv_h)
             t_myo = _shape_r(t_myo0 * myo_f * (1 + 0.2 * t), theta, myo_h)
-            if g["scar"]:  # MINF: the infarcted sector's wall is thinned
+            if "scar" in g:  # MINF: the infarcted sector's wall is thinned
                 off = np.angle(np.exp(1j * (theta - g["scar_dir"])))
                 t_myo = t_myo * (1 - g["scar"] * np.exp(-0.5 * (off / (0.5 * g["scar_width"])) ** 2))
             lv = rho < r_lv
