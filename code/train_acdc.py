@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SubsetRandomSampler
 
 from dataloaders.acdc import ACDC
-from dataloaders.sampler import TwoStreamBatchSampler
+from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed
 from dataloaders.splits import labeled_slice_count, read_list
 from dataloaders.transforms import RandomGenerator
 from methods import get_method
@@ -89,6 +89,11 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
         lr_at=lambda n: args.base_lr,  # released: constant learning rate
         validate=validate,
         should_validate=lambda n: n >= args.val_start and n % args.val_interval == 0,
+        # The released train_ss_2d.py validates through DataLoader(db_val, batch_size=1, num_workers=1):
+        # creating that iterator takes one base seed from the global torch generator. We read the volumes
+        # directly (faster) but make the same draw where the released loop makes it (also with --select
+        # last), so the dropout masks and VAT noise after each validation are the released run's.
+        validation_draws=draw_loader_base_seed,
         image_fn=lambda w, img, lab, probs, n: add_slice_snapshot(w, img, lab, probs, n, args.labeled_bs),
         device=device)
     return trainer.train()

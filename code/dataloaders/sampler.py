@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 __all__ = ["TwoStreamBatchSampler", "iterate_once", "iterate_eternally", "grouper",
-           "worker_init_fn", "WorkerInit", "make_worker_init_fn", "seed_everything"]
+           "worker_init_fn", "WorkerInit", "make_worker_init_fn", "seed_everything", "draw_loader_base_seed"]
 
 
 def iterate_once(indices: Sequence[int], rng=None) -> np.ndarray:
@@ -133,6 +133,22 @@ def make_worker_init_fn(seed: int, seed_numpy: bool = False) -> Callable[[int], 
 def worker_init_fn(worker_id: int, seed: int = 1337) -> None:
     """Released worker seeding with the default seed 1337: ``random.seed(seed + worker_id)``."""
     random.seed(seed + worker_id)
+
+
+def draw_loader_base_seed(generator=None) -> int:
+    """Consume the random draw that creating a ``DataLoader`` iterator makes; return it.
+
+    Every ``iter(DataLoader)`` (``for batch in loader``) takes one 64-bit base
+    seed for its workers from ``generator`` (default: the global torch CPU
+    generator), even with ``num_workers=0``, as
+    ``torch.empty((), dtype=torch.int64).random_(generator=generator)``; the
+    sampler may draw more (``SequentialSampler`` draws nothing). Code that
+    replaces a released ``DataLoader`` by direct reading calls this where the
+    released code created the iterator, so the global stream (dropout masks,
+    VAT noise) stays where the released run had it.
+    """
+    import torch
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

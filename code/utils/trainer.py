@@ -78,6 +78,11 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
                    help="1: keep loader workers alive across sampler epochs (faster start of each epoch). "
                         "0 (released): workers are re-created and re-seeded every epoch, which consumes the "
                         "torch RNG as the released runs did")
+    p.add_argument("--zero_grad", choices=["zero", "none"], default="zero",
+                   help="how gradients are cleared before each backward: zero (released, PyTorch 1.8's "
+                        "zero_grad(): filled with zeros, so a parameter a step leaves unused, e.g. the selector "
+                        "of a class absent from the batch, still moves by momentum and weight decay) or none "
+                        "(PyTorch >= 2.0's default set_to_none=True: unused parameters are skipped)")
     p.add_argument("--lds", choices=["dice", "kl", "none"], default="dice",
                    help="smoothness loss distance (Table 3: dice = released, kl = original VAT, none = off)")
     p.add_argument("--cs", choices=["on", "off"], default="on", help="inter-class separation loss (Table 3)")
@@ -189,15 +194,63 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def endless(loader: Any) -> Iterator[Any]:
-    """Batches forever; a new pass over the loader (a new sampler epoch) after each."""
-    while True:
-        yielded = False
-        for batch in loader:
-            yielded = True
-            yield batch
-        if not yielded:
-            raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
+class EpochStream:
+    """Training batches forever: a new pass over ``loader`` (a new sampler epoch,
+    so a new iterator, which draws its workers' base seed from the global torch
+    generator, as the released ``for epoch: for batch in trainloader`` does)
+    after each.
+
+    For an exact ``--resume`` it keeps the RNG states taken right before the
+    current epoch's iterator was created and how many of its batches were taken
+    (:meth:`state_dict`); :meth:`load_state_dict` re-creates that iterator from
+    those states and takes the same batches again, so the sampler, the worker
+    seeds and the augmentation draws continue as in the uninterrupted run (at
+    the cost of re-loading at most one epoch of batches). With
+    ``--persistent_workers 1`` the workers' generators carry over from earlier
+    epochs, so that replay cannot reproduce them.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self._iterator: Optional[Iterator[Any]] = None
+        self.epoch_rng: Optional[Dict[str, Any]] = None
+        self.taken = 0
+
+    def __iter__(self) -> "EpochStream":
+        return self
+
+    def _new_epoch(self) -> None:
+        self.epoch_rng = rng_state()
+        self._iterator = iter(self.loader)
+        self.taken = 0
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._new_epoch()
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            if self.taken == 0:
+                raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
+            self._new_epoch()
+            return next(self)
+        self.taken += 1
+        return batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"epoch_rng": self.epoch_rng, "taken": self.taken}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Replay the saved epoch up to where it was; the caller then restores the
+        RNG states of the moment of saving (:func:`set_rng_state`)."""
+        if state.get("epoch_rng") is None:  # saved before the first batch: start afresh
+            self._iterator, self.epoch_rng, self.taken = None, None, 0
+            return
+        set_rng_state(state["epoch_rng"])
+        self._new_epoch()
+        for _ in range(int(state["taken"])):
+            next(self._iterator)
+            self.taken += 1
 
 
 # ---------------------------------------------------------------------- speed options
@@ -316,7 +369,8 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def train_step(method: Any, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
-               iter_num: int, amp: str = "none", channels_last: bool = False) -> Dict[str, torch.Tensor]:
+               iter_num: int, amp: str = "none", channels_last: bool = False,
+               zero_grad: str = "zero") -> Dict[str, torch.Tensor]:
     """One training iteration: the method's losses, backward, optimiser step,
     the method's after-step work. ``iter_num`` iterations are done before it.
     (code/benchmark.py times exactly this function.)
@@ -329,12 +383,18 @@ def train_step(method: Any, optimizer: torch.optim.Optimizer, image: torch.Tenso
             needed for bfloat16. ``"none"``: fp32.
         channels_last: give the image to the method in channels-last layout
             (the model should have been converted by :func:`setup_speed`).
+        zero_grad: ``"zero"`` fills the gradients with zeros before the
+            backward (``optimizer.zero_grad()`` of PyTorch 1.8, on which the
+            released runs were made): a parameter this step does not use keeps
+            a zero gradient, and SGD still applies momentum and weight decay to
+            it. ``"none"`` sets them to None (PyTorch >= 2.0's default), and SGD
+            skips such a parameter.
     """
     if channels_last:
         image = to_channels_last(image)
     with amp_autocast(image.device, amp):
         out = method.step(image, label, iter_num)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=zero_grad == "none")
     out["loss"].backward()
     if getattr(method, "phase_hook", None) is not None:
         method.phase_hook("backward")
@@ -358,18 +418,25 @@ class Trainer:
             better) and extra tensorboard scalars; ``None`` with ``--select last``.
         should_validate: ``n -> bool`` whether to validate after iteration n.
         image_fn: ``(writer, image, label, probs, n)`` writes tensorboard images.
+        validation_draws: called at every validation point (``should_validate``),
+            also with ``--select last``: the random draws the released loop makes
+            there outside the model (ACDC: the validation loader's base seed; LA:
+            none). See docs/random_streams.md.
     """
 
     def __init__(self, args: argparse.Namespace, method: Any, loader: Any, snapshot: str,
                  lr_at: Callable[[int], float], validate: Optional[Callable[[nn.Module], Tuple[float, Dict[str, float]]]],
                  should_validate: Callable[[int], bool], image_fn: Optional[Callable[..., None]] = None,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[torch.device] = None,
+                 validation_draws: Optional[Callable[[], Any]] = None) -> None:
         from tensorboardX import SummaryWriter  # noqa: WPS433 (heavy import, only when training)
 
         self.args, self.method, self.loader, self.snapshot = args, method, loader, snapshot
         self.model: nn.Module = method.model
         self.device = device or next(self.model.parameters()).device
         self.lr_at, self.validate, self.should_validate, self.image_fn = lr_at, validate, should_validate, image_fn
+        self.validation_draws = validation_draws
+        self.stream = EpochStream(loader)
         self.speed = setup_speed(args, self.model, self.device)  # before the optimiser: it holds the parameters
         self.optimizer = make_optimizer(self.model, args.base_lr)
         self.writer = SummaryWriter(os.path.join(snapshot, "log"))
@@ -386,7 +453,11 @@ class Trainer:
     def save_last(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "iter_num": self.iter_num, "best": self.best, "best_iter": self.best_iter,
-                 "method": self.method.state_dict(), "rng": rng_state(), "config": vars(self.args)}
+                 "method": self.method.state_dict(), "rng": rng_state(), "loader": self.stream.state_dict(),
+                 # with --zero_grad zero, a parameter that had a gradient keeps a zero one, and SGD moves it
+                 # even in a step that leaves it unused: a resumed run must start with the same ones
+                 "grad_present": [n for n, q in self.model.named_parameters() if q.grad is not None],
+                 "config": vars(self.args)}
         tmp = self.last_path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.last_path)  # never leave a half-written last.pth
@@ -395,12 +466,25 @@ class Trainer:
         if not os.path.isfile(self.last_path):
             raise SystemExit(f"--resume: no checkpoint at {self.last_path}; run without --resume to start, "
                              "or check --exp/--labelnum/--model_root")
-        # Our own file, with numpy RNG state inside: not a weights-only checkpoint.
-        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        # Our own file, with numpy RNG state inside: not a weights-only checkpoint. Loaded on the CPU: the
+        # RNG states must stay CPU tensors; weights and optimiser state move to the parameters' device.
+        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iter_num, self.best, self.best_iter = state["iter_num"], state["best"], state["best_iter"]
         self.method.load_state_dict(state["method"], self.device)
+        present = set(state.get("grad_present", ()))
+        for name, q in self.model.named_parameters():
+            q.grad = torch.zeros_like(q) if name in present else None
+        if "loader" in state:
+            if self.args.persistent_workers and self.args.num_workers > 0:
+                logging.warning("--resume with --persistent_workers 1: the workers' random state of earlier "
+                                "epochs cannot be replayed; augmentations after the resume differ from an "
+                                "uninterrupted run")
+            self.stream.load_state_dict(state["loader"])
+        else:
+            logging.warning("%s has no loader position (written by an older version): the data continue "
+                            "with a new sampler epoch, not where the interrupted run was", self.last_path)
         set_rng_state(state["rng"])
         logging.info("resumed from %s at iteration %d (best %.4f at %d)", self.last_path, self.iter_num,
                      self.best, self.best_iter)
@@ -418,6 +502,10 @@ class Trainer:
             g["lr"] = lr
 
     def run_validation(self, final: bool = False) -> None:
+        if self.validation_draws is not None and self.should_validate(self.iter_num):
+            # where the released loop validates, before any validation work; not at an extra final
+            # validation (max_iterations off the validation grid), which the released loop does not make
+            self.validation_draws()
         if self.validate is None:  # --select last: the last iterate is the model
             if final:
                 self.best, self.best_iter = float("nan"), self.iter_num
@@ -443,17 +531,17 @@ class Trainer:
         if args.resume:
             self.load_last()
         self.set_lr(self.lr_at(self.iter_num))
-        batches = endless(self.loader)
         pending: List[torch.Tensor] = []
         bar = tqdm(total=args.max_iterations, initial=self.iter_num, ncols=100, desc="train",
                    disable=None, file=sys.stderr)
         t_start = time.time()
         while self.iter_num < args.max_iterations:
-            batch = next(batches)
+            batch = next(self.stream)
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True).long()
             out = train_step(self.method, self.optimizer, image, label, self.iter_num, amp=self.speed.amp,
-                             channels_last=self.speed.channels_last)
+                             channels_last=self.speed.channels_last,
+                             zero_grad=getattr(args, "zero_grad", "zero"))
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
             pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))
