@@ -3,9 +3,20 @@ with the published numbers (``data/paper_tables.csv``).
 
     python code/summarize.py [--model_root model] [--out results.md]
 
-Each row is one snapshot folder ``model/{LA|ACDC}_{exp}_{labelnum}_labeled/{net}/``
-that holds ``test/performance.json`` (written by test_la.py / test_acdc.py).
-Dice and Jaccard are shown in %, 95HD and ASD in voxels, as in the paper.
+    python code/summarize.py --csv results.csv --json results.json
+
+A run is a snapshot folder ``model/{LA|ACDC}_{exp}_{labelnum}_labeled/{net}/``
+holding ``test/performance.json`` (the selected checkpoint, "best") and/or
+``test_last/performance.json`` (the final iterate), written by test_la.py /
+test_acdc.py. Runs of one row with other seeds (``<exp>_seed<S>``, from
+``train_*.sh --seeds``) are gathered into the row: each cell is the mean ±
+sd over the seeds (n shown). Paired comparisons (each method against the
+supervised-only row, SS-Net against each baseline) give the mean Dice
+difference over the common seeds and test cases, a 95 % two-way paired
+bootstrap interval (seeds x cases) and the Wilcoxon signed-rank p-value over
+the per-case Dice pairs; "best minus last" shows what selecting a checkpoint
+(on the test set, for LA as released) adds. Dice and Jaccard in %, 95HD and
+ASD in voxels, as in the paper.
 """
 import argparse
 import csv
@@ -15,6 +26,10 @@ import os
 import re
 import sys
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from utils.statistics import mean_sd, paired_bootstrap, wilcoxon_p
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = re.compile(r"^(LA|ACDC)_(.+)_(\d+)_labeled$")
@@ -46,51 +61,212 @@ def load_paper(path: str) -> Dict[Tuple[str, str, int], Dict[str, float]]:
     return out
 
 
+SEED_SUFFIX = re.compile(r"^(.+)_seed(\d+)$")
+RESULT_DIRS = {"test": "best", "test_last": "last"}
+BASELINE_EXPS = ("UAMT", "SASSNet", "DTC", "URPC", "MCNet")
+
+
+def _per_case_dice(perf: Dict[str, object]) -> Dict[str, float]:
+    """Per-case Dice in %: LA one row per case; ACDC the mean over the classes of each volume."""
+    values: Dict[str, List[float]] = {}
+    for row in perf.get("per_case") or []:
+        values.setdefault(str(row["case"]), []).append(float(row["dice"]))
+    out = {}
+    for case, v in values.items():
+        finite = [x for x in v if x == x]
+        out[case] = 100 * sum(finite) / len(finite) if finite else float("nan")
+    return out
+
+
+def _seed_of(snapshot: str, exp: str) -> Tuple[str, int]:
+    """(experiment without the seed suffix, seed): the seed from the run's config.json, else from an
+    ``_seed<S>`` suffix of the experiment name, else 1337 (the released seed, the default)."""
+    m = SEED_SUFFIX.match(exp)
+    base, seed = (m.group(1), int(m.group(2))) if m else (exp, 1337)
+    config = os.path.join(snapshot, "config.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            seed = int(json.load(f).get("seed", seed))
+    return base, seed
+
+
 def collect(model_root: str) -> List[Dict[str, object]]:
-    """Every finished test under ``model_root`` as a dict (fractions converted to %)."""
+    """Every finished test under ``model_root`` as a dict (fractions converted to %): one per
+    snapshot folder and checkpoint (``test/`` = best, ``test_last/`` = last iterate)."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(model_root, "*", "*", "test", "performance.json"))):
-        run_folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(path))))
-        m = FOLDER.match(run_folder)
+    for path in sorted(glob.glob(os.path.join(model_root, "*", "*", "test*", "performance.json"))):
+        result_dir = os.path.basename(os.path.dirname(path))
+        if result_dir not in RESULT_DIRS:
+            continue
+        snapshot = os.path.dirname(os.path.dirname(path))
+        m = FOLDER.match(os.path.basename(os.path.dirname(snapshot)))
         if not m:
             continue
         with open(path) as f:
             perf = json.load(f)
+        exp, seed = _seed_of(snapshot, m.group(2))
         mean = perf["mean"]
-        rows.append({"dataset": m.group(1), "exp": m.group(2), "labeled": int(m.group(3)), "path": path,
+        rows.append({"dataset": m.group(1), "exp": exp, "seed": seed, "labeled": int(m.group(3)),
+                     "which": RESULT_DIRS[result_dir], "path": path,
                      "dice": 100 * mean["dice"], "jaccard": 100 * mean["jaccard"],
-                     "hd95": mean["hd95"], "asd": mean["asd"], "empty": perf.get("empty_predictions", 0)})
+                     "hd95": mean["hd95"], "asd": mean["asd"], "empty": perf.get("empty_predictions", 0),
+                     "per_case": _per_case_dice(perf)})
     return rows
 
 
 def fmt(v: Optional[float]) -> str:
-    return "—" if v is None else f"{v:.2f}"
+    return "—" if v is None or v != v else f"{v:.2f}"
 
 
-def tables(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict[str, float]]) -> str:
+def _group(rows: List[Dict[str, object]]) -> Dict[Tuple[str, str, int, str], Dict[int, Dict[str, object]]]:
+    """(dataset, exp, labeled, which) -> {seed: run}."""
+    groups: Dict[Tuple[str, str, int, str], Dict[int, Dict[str, object]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["exp"], r["labeled"], r["which"]), {})[r["seed"]] = r
+    return groups
+
+
+def describe(runs: Dict[int, Dict[str, object]]) -> Dict[str, object]:
+    """Mean, sd and n over the seeds of each metric (sd NaN for one seed)."""
+    out: Dict[str, object] = {"n": len(runs), "seeds": sorted(runs)}
+    for c in COLUMNS:
+        mean, sd, _ = mean_sd([runs[s][c] for s in sorted(runs)])
+        out[c] = {"mean": mean, "sd": sd}
+    return out
+
+
+def cell(stat: Dict[str, float], n: int) -> str:
+    if n < 2:
+        return fmt(stat["mean"])
+    return f"{stat['mean']:.2f} ± {stat['sd']:.2f} (n={n})"
+
+
+def tables(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict[str, float]],
+           which: str = "best") -> str:
+    """The paper's tables with our ``which`` checkpoint's results: mean ± sd over seeds (n) beside the paper."""
+    groups = _group(rows)
     lines: List[str] = []
     for table, dataset in TABLES.items():
         # paper rows of this table in their order, then ours that the paper lacks
         order = [(meth, n) for (t, meth, n) in paper if t == table]
         ours = {}
-        for r in rows:
-            name = EXP_TO_PAPER.get(r["exp"], {}).get(table)
-            if r["dataset"] == dataset and name:
-                ours[(name, r["labeled"])] = r
-            elif r["dataset"] == dataset and table != "3" and r["exp"] not in EXP_TO_PAPER:
-                ours[(r["exp"], r["labeled"])] = r
+        for (ds, exp, n, w), runs in groups.items():
+            if ds != dataset or w != which:
+                continue
+            name = EXP_TO_PAPER.get(exp, {}).get(table)
+            if name:
+                ours[(name, n)] = runs
+            elif table != "3" and exp not in EXP_TO_PAPER:
+                ours[(exp, n)] = runs
         keys = order + [k for k in ours if k not in order]
-        lines += [f"\n### Table {table} ({dataset})\n",
+        lines += [f"\n### Table {table} ({dataset}), {which} checkpoint\n",
                   "| Method | Labeled | Dice (%) | paper | Jaccard (%) | paper | 95HD | paper | ASD | paper |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for meth, n in keys:
             p = paper.get((table, meth, n), {})
-            o = ours.get((meth, n), {})
+            runs = ours.get((meth, n))
             cells = []
             for c in COLUMNS:
-                cells += [fmt(o.get(c)), fmt(p.get(c))]
+                cells += [cell(describe(runs)[c], len(runs)) if runs else "—", fmt(p.get(c))]
             lines.append(f"| {meth} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired(a: Dict[int, Dict[str, object]], b: Dict[int, Dict[str, object]]) -> Optional[Dict[str, object]]:
+    """Dice of run set ``a`` minus ``b`` over their common seeds and test cases (percentage points):
+    mean, 95 % two-way paired bootstrap interval (seeds x cases), Wilcoxon p over the per-case pairs."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    cases = sorted(set.intersection(*[set(a[s]["per_case"]) & set(b[s]["per_case"]) for s in seeds]))
+    if not cases:
+        diffs = np.array([[a[s]["dice"] - b[s]["dice"]] for s in seeds])  # no per-case results: run means
+        x = y = None
+    else:
+        x = np.array([[a[s]["per_case"][c] for c in cases] for s in seeds])
+        y = np.array([[b[s]["per_case"][c] for c in cases] for s in seeds])
+        diffs = x - y
+    mean, low, high = paired_bootstrap(diffs)
+    p = wilcoxon_p(x.ravel(), y.ravel()) if x is not None else float("nan")
+    return {"seeds": seeds, "cases": len(cases), "mean": mean, "ci95": [low, high], "wilcoxon_p": p}
+
+
+def comparisons(rows: List[Dict[str, object]], which: str = "best") -> List[Dict[str, object]]:
+    """Each method against the supervised-only row of the same dataset and label count, and SS-Net
+    against each baseline."""
+    groups = _group(rows)
+    out = []
+    for (ds, exp, n, w), runs in sorted(groups.items()):
+        if w != which:
+            continue
+        against = []
+        if exp != "Supervised":
+            against.append("Supervised")
+        if exp == "SSNet":
+            against += list(BASELINE_EXPS)
+        for other in against:
+            ref = groups.get((ds, other, n, w))
+            res = paired(runs, ref) if ref else None
+            if res:
+                out.append({"dataset": ds, "labeled": n, "which": w, "method": exp, "against": other, **res})
+    return out
+
+
+def best_minus_last(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Per row: mean over the common seeds of best-checkpoint Dice minus last-iterate Dice (points)."""
+    groups = _group(rows)
+    out = []
+    for (ds, exp, n, w), runs in sorted(groups.items()):
+        last = groups.get((ds, exp, n, "last"))
+        if w != "best" or not last:
+            continue
+        seeds = sorted(set(runs) & set(last))
+        if seeds:
+            d = [runs[s]["dice"] - last[s]["dice"] for s in seeds]
+            mean, sd, k = mean_sd(d)
+            out.append({"dataset": ds, "exp": exp, "labeled": n, "n": k, "mean": mean, "sd": sd})
+    return out
+
+
+def report(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict[str, float]]) -> Tuple[str, Dict]:
+    """The markdown text and the JSON-ready content of every table."""
+    parts = [tables(rows, paper, "best")]
+    if any(r["which"] == "last" for r in rows):
+        parts.append(tables(rows, paper, "last"))
+    comps = comparisons(rows, "best") + comparisons(rows, "last")
+    if comps:
+        parts += ["\n### Paired comparisons (Dice, percentage points)\n",
+                  "Difference of mean Dice over the same seeds and test cases; 95 % CI: two-way paired "
+                  "bootstrap over seeds and cases (10000 resamples, percentile); p: Wilcoxon signed-rank "
+                  "over the per-case Dice pairs of all common seeds (ACDC: a volume's mean over RV, Myo, LV).\n",
+                  "| Dataset | Labeled | Checkpoint | Method | vs | Seeds | Cases | Difference | 95 % CI | p |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in comps:
+            parts.append(f"| {c['dataset']} | {c['labeled']} | {c['which']} | {c['method']} | {c['against']} | "
+                         f"{len(c['seeds'])} | {c['cases']} | {c['mean']:+.2f} | "
+                         f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] | {c['wilcoxon_p']:.3g} |")
+    bml = best_minus_last(rows)
+    if bml:
+        parts += ["\n### Best (selected) minus last iterate, Dice (points)\n",
+                  "| Dataset | Method | Labeled | Seeds | Best − last |", "|---|---|---|---|---|"]
+        for r in bml:
+            sd = f" ± {r['sd']:.2f}" if r["n"] > 1 else ""
+            parts.append(f"| {r['dataset']} | {r['exp']} | {r['labeled']} | {r['n']} | {r['mean']:+.2f}{sd} |")
+    groups = {f"{k[0]}_{k[1]}_{k[2]}_{k[3]}": {"dataset": k[0], "exp": k[1], "labeled": k[2], "which": k[3],
+                                               **describe(v)} for k, v in sorted(_group(rows).items())}
+    return "\n".join(parts), {"rows": groups, "comparisons": comps, "best_minus_last": bml}
+
+
+def write_csv(path: str, content: Dict) -> None:
+    """One line per (dataset, method, labeled, checkpoint): mean and sd of each metric over the seeds."""
+    fields = ["dataset", "exp", "labeled", "which", "n", "seeds"] + [f"{c}_{s}" for c in COLUMNS for s in ("mean", "sd")]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for g in content["rows"].values():
+            w.writerow({"dataset": g["dataset"], "exp": g["exp"], "labeled": g["labeled"], "which": g["which"],
+                        "n": g["n"], "seeds": " ".join(map(str, g["seeds"])),
+                        **{f"{c}_{s}": g[c][s] for c in COLUMNS for s in ("mean", "sd")}})
 
 
 def main(argv: Optional[List[str]] = None) -> str:
@@ -98,14 +274,23 @@ def main(argv: Optional[List[str]] = None) -> str:
     ap.add_argument("--model_root", default=os.path.join(ROOT, "model"), help="folder with the snapshot folders")
     ap.add_argument("--paper", default=os.path.join(ROOT, "data", "paper_tables.csv"), help="published numbers")
     ap.add_argument("--out", default=None, help="also write the markdown to this file")
+    ap.add_argument("--csv", default=None, help="also write one CSV line per row and checkpoint (mean, sd over seeds)")
+    ap.add_argument("--json", default=None, help="also write every row, comparison and best-minus-last as JSON")
     args = ap.parse_args(argv)
     rows = collect(args.model_root)
-    text = (f"Results found under {args.model_root}: {len(rows)} run(s). "
-            "'—' = not run yet. Ours: mean over the test cases; paper: published.\n" + tables(rows, load_paper(args.paper)))
+    body, content = report(rows, load_paper(args.paper))
+    text = (f"Results found under {args.model_root}: {len(rows)} test result(s). '—' = not run yet. Ours: "
+            "mean over the test cases of each run, then mean ± sd over seeds (n = seeds; one seed: its value); "
+            "paper: published.\n" + body)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
+    if args.csv:
+        write_csv(args.csv, content)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(content, f, indent=2)
     return text
 
 

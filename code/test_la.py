@@ -26,7 +26,6 @@ import csv
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,9 +33,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from methods import build_test_model
-from utils.checkpoints import CheckpointError, load_weights
-from utils.evaluation import add_common_args, add_log_file, prepare_evaluation
+from utils.checkpoints import CheckpointError
+from utils.evaluation import add_common_args, prepare_evaluation, run_evaluations
 from utils import inference
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
@@ -173,38 +171,25 @@ def evaluate_la(
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Parse ``argv``, load the checkpoint, run :func:`evaluate_la`; returns its summary."""
+    """Parse ``argv`` and test the checkpoint(s) of ``--which`` with :func:`evaluate_la`; returns the
+    (first) summary."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    device, ckpt, out_dir = prepare_evaluation(parser, args, "LA")
+    jobs = prepare_evaluation(parser, args, "LA")
     for flag in ("stride_xy", "stride_z"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     case_ids = read_list(os.path.join(args.root_path, "test.list"))
 
-    os.makedirs(out_dir, exist_ok=True)
-    handlers = add_log_file(os.path.join(out_dir, "test_log.txt"))
-    try:
-        logger.info("Arguments: %s", vars(args))
-        model = build_test_model(args.method, "LA", args.num_classes, device, args.model)
-        load_weights(model, ckpt, device)
-        logger.info("Evaluating %s on %d LA cases from %s on %s; results go to %s",
-                    ckpt, len(case_ids), args.root_path, device, out_dir)
-        start = time.time()
+    def evaluate(model, out_dir: str, extra_info: dict) -> dict:
         with logging_redirect_tqdm():  # log lines do not break the progress bar
-            summary = evaluate_la(
+            return evaluate_la(
                 model, args.root_path, case_ids, out_dir, num_classes=args.num_classes, patch_size=args.patch_size,
                 stride_xy=args.stride_xy, stride_z=args.stride_z, sw_batch=args.sw_batch, nms=bool(args.nms),
                 save_nii=bool(args.save_nii), detail=bool(args.detail), empty_policy=args.empty_policy, amp=args.amp,
-                extra_info={"checkpoint": os.path.abspath(ckpt), "method": args.method, "model": args.model,
-                            "exp": args.exp, "labelnum": args.labelnum},
-            )
-        logger.info("Done in %.1f s", time.time() - start)
-        return summary
-    finally:
-        for h in handlers:
-            logging.getLogger().removeHandler(h)
-            h.close()
+                extra_info=extra_info)
+
+    return run_evaluations(args, jobs, "LA", len(case_ids), evaluate)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,54 @@
 #!/usr/bin/env bash
 # Shared by train_la.sh and train_acdc.sh (sourced, not run): parse the GPU ids and options,
-# queue runs with `run EXP LABELNUM [training flags...]`, then `run_table` skips finished runs and
+# queue runs with `run EXP LABELNUM [training flags...]` (one per seed of --seeds; seed 1337 keeps the
+# released folder <DATASET>_<EXP>_<N>_labeled, seed S goes to <DATASET>_<EXP>_seedS_<N>_labeled; each run
+# is tested on its best and its last checkpoint), then `run_table` skips finished runs and
 # trains + tests the rest, one run per GPU at a time (or lists them with --dry-run / --print).
 # The caller sets SCRIPT, DATASET, NET, TRAIN_PY, TEST_PY, TEST_FLAGS and DATA_DEFAULT.
 
 parse_table_args() {
-  GPUS=(); DRY=0; PRINT=0
-  for a in "$@"; do
+  GPUS=(); DRY=0; PRINT=0; SEEDS=(1337)
+  while [ $# -gt 0 ]; do
+    a=$1; shift
     case "$a" in
       --dry-run) DRY=1 ;;
       --print) PRINT=1 ;;
-      -h|--help) sed -n 2,11p "$SCRIPT"; exit 0 ;;
+      --seeds|--seeds=*)
+        local list
+        if [ "$a" = --seeds ]; then
+          [ $# -gt 0 ] || { echo "$SCRIPT: --seeds needs a comma-separated list, e.g. --seeds 1337,1338,1339" >&2; exit 2; }
+          list=$1; shift
+        else
+          list=${a#--seeds=}
+        fi
+        IFS=, read -r -a SEEDS <<< "$list"
+        for s in "${SEEDS[@]}"; do
+          [[ "$s" =~ ^[0-9]+$ ]] || { echo "$SCRIPT: --seeds takes integers separated by commas, got '$list'" >&2; exit 2; }
+        done
+        [ ${#SEEDS[@]} -gt 0 ] || { echo "$SCRIPT: --seeds got an empty list" >&2; exit 2; } ;;
+      -h|--help) sed -n 2,14p "$SCRIPT"; exit 0 ;;
       -*) echo "$SCRIPT: unknown option '$a' (see --help)" >&2; exit 2 ;;
       *) [[ "$a" =~ ^[0-9]+$ ]] || { echo "$SCRIPT: GPU ids are integers, got '$a'" >&2; exit 2; }
          GPUS+=("$a") ;;
     esac
   done
   [ ${#GPUS[@]} -gt 0 ] || GPUS=(0)
+  [ "$(printf '%s\n' "${SEEDS[@]}" | sort | uniq -d)" = "" ] || { echo "$SCRIPT: --seeds repeats a seed" >&2; exit 2; }
   DATA=${DATA:-$DATA_DEFAULT}
   MODEL_ROOT=${MODEL_ROOT:-model}
   PY=${PYTHON:-python}
 }
 
 JOBS=()
-run() {  # run EXP LABELNUM [extra training flags...]: queue one run (train, then test)
-  local exp=$1 n=$2; shift 2
-  JOBS+=("$exp $n $*")
+run() {  # run EXP LABELNUM [extra training flags...]: queue one run per seed (train, then test)
+  local exp=$1 n=$2 seed; shift 2
+  for seed in "${SEEDS[@]}"; do  # seed 1337 (released) keeps the released folder name; others say their seed
+    if [ "$seed" = 1337 ]; then
+      JOBS+=("$exp $n --seed $seed $*")
+    else
+      JOBS+=("${exp}_seed$seed $n --seed $seed $*")
+    fi
+  done
 }
 
 commands() {  # commands GPU|"" EXP N [flags...]: sets TRAIN and TEST (arrays)
@@ -38,7 +61,7 @@ commands() {  # commands GPU|"" EXP N [flags...]: sets TRAIN and TEST (arrays)
   TRAIN=("$PY" "$TRAIN_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
          "${dev[@]}" "$@")
   TEST=("$PY" "$TEST_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
-        "${dev[@]}" "${method[@]}" "${TEST_FLAGS[@]}")
+        "${dev[@]}" "${method[@]}" --which both "${TEST_FLAGS[@]}")
 }
 quoted() { printf '%q ' "$@" | sed 's/ $//'; }
 snapshot() { echo "$MODEL_ROOT/${DATASET}_$1_$2_labeled"; }

@@ -258,3 +258,21 @@ def test_gpu_check_refuses_without_gpu(tmp_path):
     assert proc.returncode == 2
     assert "no CUDA GPU is visible" in proc.stderr and "nothing was run" in proc.stderr
     assert not out.exists()
+
+
+def test_prototype_selection_scores_in_float32_under_bf16_autocast():
+    """In bfloat16 the selector scores of many candidates tie and the kept 32 would depend on the
+    sort's tie order; they are scored in float32, so autocast keeps the fp32 choice."""
+    from utils.separation import PrototypeMemory
+
+    torch.manual_seed(0)
+    selector = torch.nn.Linear(16, 1)
+    features = torch.randn(20000, 16).to(torch.bfloat16)
+    labels = torch.ones(20000, dtype=torch.long)
+    reference = PrototypeMemory(2, 32)
+    reference.update(features.float(), labels, [selector, selector])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        memory = PrototypeMemory(2, 32)
+        memory.update(features, labels, [selector, selector])
+    assert memory.memory[1].dtype == torch.bfloat16
+    assert torch.equal(memory.memory[1].float(), reference.memory[1])

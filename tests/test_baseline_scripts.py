@@ -167,8 +167,30 @@ def test_print_gives_one_self_contained_line_per_run(tmp_path):
         assert line.startswith("cd ") and "--gpu" not in line and "code/train_acdc.py" in line
 
 
+@pytest.mark.parametrize("form", [["--seeds", "1337,1338"], ["--seeds=1337,1338"]])
+def test_seeds_list_every_run_once_per_seed_in_its_own_folder(tmp_path, form):
+    env = dict(os.environ, MODEL_ROOT=str(tmp_path / "model"))
+    one = _runs("train_la.sh", "--dry-run", env=env)
+    two = _runs("train_la.sh", "--dry-run", *form, env=env)
+    assert len(two) == 2 * len(one)
+    runs = {}
+    for line in two:
+        train, test = line.split(" && ")
+        t, s = train.split(), test.split()
+        assert _flag(s, "--exp") == _flag(t, "--exp") and _flag(s, "--which") == "both"
+        runs[(_flag(t, "--exp"), _flag(t, "--labelnum"))] = int(_flag(t, "--seed"))
+    assert len(runs) == len(two)  # every (folder, labels) pair is distinct
+    for (exp, n), seed in runs.items():
+        if seed == 1337:
+            assert "_seed" not in exp and (exp + "_seed1338", n) in runs  # the released folder name
+        else:
+            assert seed == 1338 and exp.endswith("_seed1338")
+    printed = _runs("train_acdc.sh", "--print", "--seeds", "1,2,3", env=env)
+    assert len(printed) == 3 * 15 and sum("--exp SSNet_seed2 " in line for line in printed) == 2
+
+
 def test_bad_arguments_are_refused():
-    for args in (["zero"], ["--fast"]):
+    for args in (["zero"], ["--fast"], ["--seeds"], ["--seeds", "1,a"], ["--seeds", "5,5"]):
         out = subprocess.run(["bash", os.path.join(ROOT, "train_la.sh"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and "train_la.sh" in out.stderr
 

@@ -19,3 +19,21 @@ def test_quick_demo_writes_results(tmp_path):
     # both runs were trained and tested by the real scripts
     for exp in ("Supervised", "SSNet"):
         assert (tmp_path / "runs" / f"ACDC_{exp}_2_labeled" / "unet" / "test" / "performance.json").is_file()
+
+
+def test_quick_demo_with_two_seeds_reports_the_paired_difference(tmp_path):
+    agg = demo.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results_seeds.json").read_text())
+    assert saved["seeds"] == [1337, 1] and saved["k"] == 2
+    per_seed = []
+    for seed in (1337, 1):
+        run = json.loads((tmp_path / f"seed{seed}" / "results.json").read_text())
+        assert run["seed"] == seed and run["magnitude_scaling"] == "rms"
+        per_seed.append(run["ssnet"]["dice"] - run["supervised"]["dice"])
+        assert len(run["per_case_dice"]["ssnet"]) == run["test_volumes"]
+    d = saved["dice_difference"]
+    assert d["per_seed"] == per_seed
+    assert abs(d["mean"] - sum(per_seed) / 2) < 1e-12
+    assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]  # t-interval over 2 seeds
+    assert 0.0 <= d["wilcoxon_p"] <= 1.0 and d["pairs"] == 2 * run["test_volumes"]
+    assert saved["supervised"]["dice"]["n"] == 2 and agg["k"] == 2

@@ -160,3 +160,74 @@ def test_la_empty_predictions_are_counted(tmp_path, policy):
     else:
         assert math.isnan(summary["mean"]["hd95"]) and math.isnan(summary["mean"]["asd"])
     assert not (ckpt.parent / "test" / "predictions").exists()
+
+
+def _acdc_snapshot(tmp_path):
+    """A snapshot folder with different best and last checkpoints."""
+    data = tmp_path / "ACDC"
+    _write_acdc(data)
+    snapshot = tmp_path / "model" / "ACDC_Tiny_3_labeled" / "unet"
+    torch.manual_seed(0)
+    _save(net_factory("unet", 1, 4, device="cpu"), snapshot / "unet_best_model.pth")
+    torch.manual_seed(1)
+    _save(net_factory("unet", 1, 4, device="cpu"), snapshot / "unet_last_model.pth")
+    flags = ["--root_path", str(data), "--model_root", str(tmp_path / "model"), "--exp", "Tiny",
+             "--patch_size", "64", "64", "--device", "cpu", "--save_nii", "0"]
+    return snapshot, flags
+
+
+def test_which_both_tests_best_and_last_apart(tmp_path):
+    snapshot, flags = _acdc_snapshot(tmp_path)
+    summary = test_acdc.main(flags + ["--which", "both"])
+    assert summary["which"] == "best" and summary["last"]["which"] == "last"
+    assert summary["checkpoint"].endswith("unet_best_model.pth")
+    assert summary["last"]["checkpoint"].endswith("unet_last_model.pth")
+    assert (snapshot / "test" / "performance.json").is_file() and (snapshot / "test_last" / "performance.json").is_file()
+    assert summary["mean"]["dice"] != summary["last"]["mean"]["dice"]  # two different networks
+    last_only = test_acdc.main(flags + ["--which", "last", "--out_dir", str(tmp_path / "l")])
+    assert last_only["mean"] == summary["last"]["mean"]
+
+
+def test_which_last_without_final_checkpoint_and_bad_combinations(tmp_path):
+    snapshot, flags = _acdc_snapshot(tmp_path)
+    (snapshot / "unet_last_model.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="final-iterate checkpoint.*last.pth"):
+        test_acdc.main(flags + ["--which", "last"])
+    with pytest.raises(SystemExit):
+        test_acdc.main(flags + ["--which", "both", "--ckpt", str(snapshot / "unet_best_model.pth")])
+
+
+def test_expect_match_and_mismatch(tmp_path):
+    import json
+    snapshot, flags = _acdc_snapshot(tmp_path)
+    first = test_acdc.main(flags)
+    expected = {"dataset": "ACDC", "mean": first["mean"],
+                "per_class": {k: v["mean"] for k, v in first["per_class"].items()}}
+    (tmp_path / "match.json").write_text(json.dumps(expected))
+    ok = test_acdc.main(flags + ["--expect", str(tmp_path / "match.json")])
+    assert ok["expect"]["match"] is True and ok["expect"]["causes"] == []
+    assert json.loads((snapshot / "test" / "expect.json").read_text())["match"] is True
+    shifted = json.loads(json.dumps(expected))
+    shifted["mean"]["dice"] += 0.03
+    shifted["per_class"]["RV"]["hd95"] += 1.0
+    (tmp_path / "mismatch.json").write_text(json.dumps(shifted))
+    bad = test_acdc.main(flags + ["--expect", str(tmp_path / "mismatch.json")])
+    assert bad["expect"]["match"] is False
+    unequal = {(r["part"], r["metric"]) for r in bad["expect"]["rows"] if not r["equal"]}
+    assert unequal == {("mean", "dice"), ("RV", "hd95")}
+    wrong = [r for r in bad["expect"]["rows"] if r["part"] == "mean" and r["metric"] == "dice"][0]
+    assert wrong["difference"] == pytest.approx(-0.03)
+    assert any("different images" in c for c in bad["expect"]["causes"])
+    assert "MISMATCH" in (snapshot / "test" / "test_log.txt").read_text()
+
+
+def test_expect_names_the_released_results(tmp_path):
+    from utils.evaluation import load_expected
+    la4 = load_expected("LA4", "LA")
+    assert la4["mean"]["dice"] == 0.86332867 and la4["decimals"] == 8
+    acdc7 = load_expected("ACDC7", "ACDC")
+    assert acdc7["per_class"]["LV"]["asd"] == 1.57257902
+    with pytest.raises(ValueError, match="LA result"):
+        load_expected("LA8", "ACDC")
+    with pytest.raises(ValueError, match="not a file, nor one of"):
+        load_expected("LA5", "LA")

@@ -35,7 +35,16 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str, model: str, labeln
                    help="folder holding the snapshot folders (use pretrained_pth for the released checkpoints)")
     p.add_argument("--ckpt", default=None, help=f"checkpoint file; default <model_root>/{dataset}_<exp>_<labelnum>"
                                                 "_labeled/<model>/<model>_best_model.pth")
-    p.add_argument("--out_dir", default=None, help="where results go; default <folder of the checkpoint>/test")
+    p.add_argument("--which", choices=("best", "last", "both"), default="best",
+                   help="checkpoint of the run to test: best (<model>_best_model.pth, selected as released; "
+                        "results in test/), last (<model>_last_model.pth, the final iterate; results in "
+                        "test_last/) or both, so the optimism of the selection can be seen")
+    p.add_argument("--expect", default=None,
+                   help="compare the result with the authors' released test results of their checkpoints "
+                        "(LA4, LA8, ACDC3, ACDC7; data/released_results.json) or a JSON file of the same form, "
+                        "and print a verdict: do your data and evaluation match the authors'?")
+    p.add_argument("--out_dir", default=None, help="where results go; default <folder of the checkpoint>/test "
+                   "(test_last for --which last)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N")
     p.add_argument("--amp", choices=AMP_MODES, default="none",
@@ -61,11 +70,16 @@ def snapshot_dir(model_root: str, dataset: str, exp: str, labelnum: int, model: 
     return os.path.join(model_root, f"{dataset}_{exp}_{labelnum}_labeled", model)
 
 
+CHECKPOINT_FILES = {"best": "{model}_best_model.pth", "last": "{model}_last_model.pth"}
+RESULT_DIRS = {"best": "test", "last": "test_last"}
+
+
 def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                       dataset: str) -> tuple[torch.device, str, str]:
-    """Check the common flags (errors go through ``parser.error``) and return
-    ``(device, checkpoint path, results folder)``; a missing checkpoint fails
-    here, naming the path tried, before any work."""
+                       dataset: str) -> list[tuple[str, torch.device, str, str]]:
+    """Check the common flags (errors go through ``parser.error``) and return one
+    ``(which, device, checkpoint path, results folder)`` per checkpoint to test
+    (``--which both``: best, then last); a missing checkpoint fails here, naming
+    the path tried, before any work."""
     try:
         device = resolve_device(device_from_flags(args.device, args.gpu))
         check_amp(args.amp, device)
@@ -75,11 +89,25 @@ def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--sw_batch must be >= 1, got {args.sw_batch}")
     if args.exp is None:
         args.exp = get_method(args.method).name
-    ckpt = args.ckpt or os.path.join(snapshot_dir(args.model_root, dataset, args.exp, args.labelnum, args.model),
-                                     f"{args.model}_best_model.pth")
-    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "test")
-    require_checkpoint(ckpt)
-    return device, ckpt, out_dir
+    kinds = ("best", "last") if args.which == "both" else (args.which,)
+    if args.ckpt and args.which != "best":
+        parser.error("--ckpt names one file; --which last|both finds the run's files from --model_root, --exp, "
+                     "--labelnum and --model (drop --ckpt)")
+    if args.out_dir and len(kinds) > 1:
+        parser.error("--out_dir holds one checkpoint's results; with --which both leave it out "
+                     "(results go to <snapshot>/test and <snapshot>/test_last)")
+    jobs = []
+    for which in kinds:
+        ckpt = args.ckpt or os.path.join(snapshot_dir(args.model_root, dataset, args.exp, args.labelnum, args.model),
+                                         CHECKPOINT_FILES[which].format(model=args.model))
+        out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(ckpt)), RESULT_DIRS[which])
+        if which == "last" and not os.path.isfile(ckpt):
+            raise FileNotFoundError(f"No final-iterate checkpoint at {os.path.abspath(ckpt)}: training writes it at "
+                                    "its last iteration (runs trained by an earlier version of this repository do "
+                                    "not have it; their final weights are the 'model' entry of last.pth)")
+        require_checkpoint(ckpt)
+        jobs.append((which, device, ckpt, out_dir))
+    return jobs
 
 
 def add_log_file(path: str) -> list[logging.Handler]:
@@ -95,3 +123,158 @@ def add_log_file(path: str) -> list[logging.Handler]:
         h.setFormatter(fmt)
         root.addHandler(h)
     return handlers
+
+
+def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device, str, str]], dataset: str,
+                    num_cases: int, evaluate) -> dict:
+    """Test every ``(which, device, checkpoint, out_dir)`` of :func:`prepare_evaluation`.
+
+    For each: the log file ``<out_dir>/test_log.txt``, the method's test network
+    with the checkpoint's weights, then ``evaluate(model, out_dir, extra_info)``
+    (the dataset's per-case procedure, which writes the result files). With
+    ``--expect`` the result is compared with the authors' (:func:`check_expected`).
+    Returns the first checkpoint's summary; with ``--which both`` the last
+    iterate's summary is its ``"last"`` entry.
+    """
+    import time
+
+    from methods import build_test_model
+    from utils.checkpoints import load_weights
+
+    logger = logging.getLogger(f"test_{dataset.lower()}")
+    expected = load_expected(args.expect, dataset) if args.expect else None
+    summaries = {}
+    for which, device, ckpt, out_dir in jobs:
+        os.makedirs(out_dir, exist_ok=True)
+        handlers = add_log_file(os.path.join(out_dir, "test_log.txt"))
+        try:
+            logger.info("Arguments: %s", vars(args))
+            model = build_test_model(args.method, dataset, args.num_classes, device, args.model)
+            load_weights(model, ckpt, device)
+            logger.info("Evaluating the %s checkpoint %s on %d %s test volumes from %s on %s; results go to %s",
+                        which, ckpt, num_cases, dataset, args.root_path, device, out_dir)
+            start = time.time()
+            summary = evaluate(model, out_dir, {"checkpoint": os.path.abspath(ckpt), "which": which,
+                                                "method": args.method, "model": args.model, "exp": args.exp,
+                                                "labelnum": args.labelnum})
+            if expected is not None:
+                summary["expect"] = check_expected(summary, expected, out_dir)
+            logger.info("Done in %.1f s", time.time() - start)
+            summaries[which] = summary
+        finally:
+            for h in handlers:
+                logging.getLogger().removeHandler(h)
+                h.close()
+    first = summaries[jobs[0][0]]
+    if len(summaries) > 1:
+        first["last"] = summaries["last"]
+    return first
+
+
+# ---------------------------------------------------------------------- "is my data the authors' data?"
+
+RELEASED_RESULTS = os.path.join(REPO_ROOT, "data", "released_results.json")
+
+
+def load_expected(name_or_path: str, dataset: str) -> dict:
+    """An entry of ``data/released_results.json`` (``LA4``, ``LA8``, ``ACDC3``, ``ACDC7``) or a JSON
+    file of the same form (``{"dataset", "mean": {metric: value}, "per_class": {...}, "decimals"}``;
+    without ``decimals`` each value counts as printed with the digits it has).
+
+    Raises:
+        ValueError: unknown name, a file that is not of that form, or another dataset's result.
+    """
+    import json
+
+    if os.path.isfile(name_or_path):
+        with open(name_or_path, encoding="utf-8") as f:
+            entry = json.load(f)
+        source = name_or_path
+    else:
+        with open(RELEASED_RESULTS, encoding="utf-8") as f:
+            table = json.load(f)
+        if name_or_path not in table["results"]:
+            raise ValueError(f"--expect {name_or_path}: not a file, nor one of the released results "
+                             f"{', '.join(sorted(table['results']))} ({RELEASED_RESULTS})")
+        entry = dict(table["results"][name_or_path], name=name_or_path)
+        source = f"{RELEASED_RESULTS} [{name_or_path}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("mean"), dict):
+        raise ValueError(f"--expect {name_or_path}: expected a JSON object with a 'mean' entry of metric values")
+    if entry.get("dataset", dataset) != dataset:
+        raise ValueError(f"--expect {name_or_path} is a {entry['dataset']} result; this is the {dataset} test")
+    entry["source"] = source
+    return entry
+
+
+def _decimals(value: float) -> int:
+    text = repr(float(value))
+    if "e" in text or "." not in text:
+        return 6
+    return len(text.split(".")[1])
+
+
+def _compare_values(ours: dict, theirs: dict, decimals: int | None = None) -> list[dict]:
+    rows = []
+    for metric, expected in theirs.items():
+        if metric not in ours:
+            continue
+        tolerance = 0.5 * 10 ** -(decimals if decimals is not None else _decimals(expected)) + 1e-12
+        diff = float(ours[metric]) - float(expected)
+        rows.append({"metric": metric, "ours": float(ours[metric]), "expected": float(expected),
+                     "difference": diff, "equal": abs(diff) <= tolerance})
+    return rows
+
+
+def likely_causes(rows: list[dict], dataset: str) -> list[str]:
+    """What usually explains a mismatch, from which metrics differ and by how much."""
+    dice = [r for r in rows if r["metric"] in ("dice", "jaccard")]
+    dist = [r for r in rows if r["metric"] in ("hd95", "asd")]
+    big_dice = any(abs(r["difference"]) > 0.01 for r in dice)
+    causes = []
+    if big_dice:
+        causes.append("different images: a crop or normalisation other than the authors' h5 files (LA: cropped "
+                      "around the atrium with a random 10-20 voxel margin, z-scored per volume; re-preprocessing "
+                      "raw scans gives other crops)" if dataset == "LA" else
+                      "different images: other h5 files (ACDC: slices of the SSL4MIS h5 distribution, intensities "
+                      "min-max scaled per volume), or volumes whose slices are in another order")
+    if all(r["equal"] for r in dice) and not all(r["equal"] for r in dist) or (not big_dice and dist and any(
+            not r["equal"] for r in dist)):
+        causes.append("surface distances only: voxel spacing (the released metrics are in voxels, spacing 1)"
+                      + (", or the largest-connected-component step (--nms 1 as released)" if dataset == "LA" else
+                         ", or the slice zoom (--patch_size 256 256 as released)"))
+    if not big_dice and any(not r["equal"] for r in dice):
+        causes.append("small Dice differences: the evaluation settings (LA: --stride_xy 18 --stride_z 4, "
+                      "--patch_size 112 112 80, --nms 1; ACDC: --patch_size 256 256), a different test list, "
+                      "or floating-point differences of another GPU / PyTorch version (about 1e-4)")
+    return causes or ["—"]
+
+
+def check_expected(summary: dict, expected: dict, out_dir: str) -> dict:
+    """Compare a test summary with ``expected`` (:func:`load_expected`), log a verdict, write
+    ``<out_dir>/expect.json`` and return the comparison (``match``: every value equal to the
+    printed digits of the expected one)."""
+    import json
+
+    logger = logging.getLogger(f"test_{summary['dataset'].lower()}")
+    decimals = expected.get("decimals")
+    rows = [dict(r, part="mean") for r in _compare_values(summary["mean"], expected["mean"], decimals)]
+    for name, values in (expected.get("per_class") or {}).items():
+        ours = (summary.get("per_class") or {}).get(name, {}).get("mean")
+        if ours is not None:
+            rows += [dict(r, part=name) for r in _compare_values(ours, values, decimals)]
+    match = bool(rows) and all(r["equal"] for r in rows)
+    result = {"source": expected["source"], "match": match, "rows": rows,
+              "causes": [] if match else likely_causes(rows, summary["dataset"])}
+    if match:
+        logger.info("--expect: MATCH with %s: every metric equals the authors' result to its printed digits; "
+                    "your data and evaluation are the authors'", expected["source"])
+    else:
+        logger.info("--expect: MISMATCH with %s:", expected["source"])
+        for r in rows:
+            logger.info("  %-5s %-8s ours %.8f  authors %.8f  difference %+.8f%s", r["part"], r["metric"], r["ours"],
+                        r["expected"], r["difference"], "" if r["equal"] else "  <-")
+        for c in result["causes"]:
+            logger.info("  likely cause: %s", c)
+    with open(os.path.join(out_dir, "expect.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result

@@ -163,8 +163,10 @@ class PrototypeMemory:
             if n == 0:
                 continue  # released behaviour: an absent class keeps its previous memory
             if n > self.per_class:
-                with torch.no_grad():
-                    scores = torch.sigmoid(selectors[c](features_c))[:, 0]
+                # scored and sorted in float32 even under autocast: in bfloat16 ~10^5 candidates share a
+                # few hundred score values, and the sort's tie order would pick the kept vectors
+                with torch.no_grad(), torch.autocast(features_c.device.type, enabled=False):
+                    scores = torch.sigmoid(selectors[c](features_c.float()))[:, 0]
                     order = torch.sort(scores, dim=0, descending=self.keep == "highest").indices
                     self.memory[c] = features_c[order[: self.per_class]]
             else:

@@ -8,8 +8,10 @@ images, validation and model selection, checkpoints, and ``--resume``.
 Checkpoints in the snapshot folder:
 * ``{model}_best_model.pth`` and ``iter_<n>_dice_<d>.pth``: bare state_dicts
   (the released format), written when the selection score improves;
+* ``{model}_last_model.pth``: the final iterate, a bare state_dict
+  (``test_*.py --which last``);
 * ``last.pth``: weights, optimiser, iteration, best score, the method's state
-  (prototype memory) and every RNG state, for ``--resume``.
+  (prototype memory), every RNG state and the loader position, for ``--resume``.
 
 Speed options (all off in the faithful defaults, see :func:`setup_speed`):
 ``--amp bf16`` (bfloat16 autocast around the method's forward passes and
@@ -20,6 +22,7 @@ NDHWC memory format of the model and the inputs; ``auto`` = on for CUDA with
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -67,6 +70,12 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
     p.add_argument("--consistency_rampup", type=float, default=d["consistency_rampup"],
                    help="ramp-up length in units of 150 iterations")
     p.add_argument("--magnitude", type=float, default=d["magnitude"], help="VAT epsilon (perturbation norm)")
+    p.add_argument("--magnitude_scaling", choices=["fixed", "rms"], default="fixed",
+                   help="fixed (released): --magnitude is the L2 norm of the perturbation at any --patch_size. "
+                        "rms: --magnitude is meant at the released patch (%s) and is scaled by "
+                        "sqrt(patch voxels / released patch voxels), which keeps the per-pixel RMS of the "
+                        "perturbation, e.g. 6 at 256x256 -> 1.5 at 64x64" % "x".join(map(str, d["patch_size"])))
+    p.set_defaults(released_patch=list(d["patch_size"]))
     p.add_argument("--patch_size", type=int, nargs="+", default=d["patch_size"], help="training crop size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpu", default=None, help="alias: --gpu N is --device cuda:N")
@@ -138,6 +147,9 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         args.device = f"cuda:{args.gpu}"
     if args.supervised_only:
         args.lds, args.cs = "none", "off"
+    if getattr(args, "magnitude_scaling", "fixed") == "rms":
+        args.magnitude_at_released_patch = args.magnitude
+        args.magnitude = rms_scaled_magnitude(args.magnitude, args.patch_size, args.released_patch)
     if not 0 < args.labeled_bs <= args.batch_size:
         raise SystemExit(f"--labeled_bs must be in 1..--batch_size ({args.batch_size}), got {args.labeled_bs}")
     if not args.supervised_only and args.labeled_bs == args.batch_size:
@@ -147,6 +159,15 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, flag) < 1:
             raise SystemExit(f"--{flag} must be >= 1")
     return args
+
+
+def rms_scaled_magnitude(magnitude: float, patch: List[int], released_patch: List[int]) -> float:
+    """``--magnitude_scaling rms``: epsilon is an L2 norm over the whole input, so the same
+    per-pixel RMS at another size needs ``magnitude * sqrt(prod(patch) / prod(released_patch))``
+    (ACDC: 6 at 256x256 -> 1.5 at 64x64; LA: 10 at 112x112x80 -> 10 sqrt(voxels / 1003520))."""
+    if len(patch) != len(released_patch):
+        raise ValueError(f"--patch_size {patch} and the released patch {released_patch} differ in rank")
+    return float(magnitude * math.sqrt(float(np.prod(patch)) / float(np.prod(released_patch))))
 
 
 def loader_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
@@ -556,6 +577,8 @@ class Trainer:
                 self.run_validation(final)
             if n % args.save_interval == 0 or final:
                 self.save_last()
+            if final:  # the final iterate as a bare state_dict: test_*.py --which last
+                torch.save(self.model.state_dict(), os.path.join(self.snapshot, f"{args.model}_last_model.pth"))
             bar.update(1)
         bar.close()
         self.writer.close()
