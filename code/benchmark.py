@@ -9,7 +9,11 @@ fed synthetic tensors of the setting's shape. Timing is device-synchronised;
 the median of ``--iters`` iterations after ``--warmup`` is reported, broken
 down by phase (forward, separation, VAT incl. the supervised Dice, backward,
 optimiser step). Then the sliding window of ``test_la.py`` (LA) or the
-slice-wise inference of ``test_acdc.py`` (ACDC) is timed at each ``--sw_batch``.
+slice-wise inference of ``test_acdc.py`` (ACDC) is timed at each ``--sw_batch``,
+and the data-loader wait per iteration of the real training loop (loader,
+sampler, workers and transforms on synthetic files, real training steps in
+between) for both ``--loader`` kinds: the released re-created DataLoader and
+the default loader that keeps its workers.
 
 ``--amp bf16`` times both under bfloat16 autocast (training flag ``--amp``).
 The other speed flags of training go after ``--`` (``-- --channels_last off``,
@@ -98,6 +102,60 @@ def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, o
             "phases": {k: statistics.median(v) for k, v in phases.items()}, "peak_memory_mib": peak}
 
 
+def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Dict[str, float]]:
+    """Data-loader wait per iteration of the real training loop on synthetic files: for each
+    ``--loader`` (released: DataLoader re-created every sampler epoch; reseed: workers kept),
+    the time ``next()`` blocks between real training steps (same flags, ``--num_workers``)."""
+    import tempfile
+
+    from dataloaders.splits import read_list
+    from dataloaders.synthetic import make_acdc, make_la
+    from utils.trainer import EpochStream
+
+    module, dataset, num_classes = SETTINGS[args.setting]
+    out: Dict[str, Dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as root:
+        if dataset == "LA":
+            make_la(root, cases=2 * args.loader_cases + 2, seed=0,
+                    size=[int(p * 1.3) for p in args.patch_size])
+        else:
+            make_acdc(root, patients=max(10, 2 * args.loader_cases), seed=0)
+        for kind in ("released", "reseed"):
+            flags = ["--root_path", root, "--device", str(device), "--batch_size", str(args.batch_size),
+                     "--labeled_bs", str(args.labeled_bs), "--patch_size", *map(str, args.patch_size),
+                     "--labelnum", str(args.loader_cases), "--num_workers", str(args.num_workers),
+                     "--loader", kind] + args.train_flags
+            targs = module.parse_args(flags)
+            seed_everything(targs.seed, deterministic=True)
+            if dataset == "LA":
+                loader, _ = module.build_loader(targs, len(read_list(f"{root}/train.list")))
+            else:
+                loader = module.build_loader(targs)
+            method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
+            speed = setup_speed(targs, method.model, device, deterministic=True)
+            optimizer = make_optimizer(method.model, targs.base_lr)
+            stream = EpochStream(loader)
+            waits, steps = [], []
+            for i in range(args.warmup + args.iters):
+                t0 = time.perf_counter()
+                batch = next(stream)
+                t1 = time.perf_counter()
+                image = batch["image"].to(device, non_blocking=True)
+                label = batch["label"].to(device, non_blocking=True).long()
+                train_step(method, optimizer, image, label, i, amp=speed.amp, channels_last=speed.channels_last)
+                sync(device)
+                if i >= args.warmup:
+                    waits.append(t1 - t0)
+                    steps.append(time.perf_counter() - t1)
+            if hasattr(loader, "close"):
+                loader.close()
+            out[kind] = {"wait_s_mean": statistics.mean(waits), "wait_s_median": statistics.median(waits),
+                         "wait_s_max": max(waits), "step_s_median": statistics.median(steps),
+                         "iteration_over_step": (statistics.mean(waits) + statistics.mean(steps))
+                         / statistics.mean(steps), "iterations_per_epoch": len(loader)}
+    return out
+
+
 def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     module, dataset, num_classes = SETTINGS[args.setting]
     from networks.net_factory import net_factory
@@ -149,6 +207,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     p.add_argument("--stride_xy", type=int, default=18, help="LA sliding-window stride x/y")
     p.add_argument("--stride_z", type=int, default=4, help="LA sliding-window stride z")
     p.add_argument("--skip_inference", action="store_true", help="time the training iteration only")
+    p.add_argument("--skip_loader", action="store_true", help="do not time the data loaders")
+    p.add_argument("--num_workers", type=int, default=4, help="loader workers for the loader timing (released: 4)")
+    p.add_argument("--loader_cases", type=int, default=4,
+                   help="labeled cases (LA) / patients (ACDC) of the loader timing: LA 4 = an epoch of 2 iterations")
     p.add_argument("--keep_host_memory", type=int, default=1,
                    help="1 (as training): let glibc keep freed memory on CPU; 0: system default")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
@@ -176,6 +238,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     result.update(time_training(args, device))
     if not args.skip_inference:
         result["windows_per_s" if la else "slices_per_s"] = time_inference(args, device)
+    if not args.skip_loader:
+        result["loader"] = time_loaders(args, device)
     print(f"device {result['device']} ({result['device_name']}), torch {result['torch']}, "
           f"{result['threads']} threads; {args.setting} patch {args.patch_size}, batch {args.batch_size} "
           f"({args.labeled_bs} labeled)")
@@ -188,6 +252,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for key in ("windows_per_s", "slices_per_s"):
         for b, v in result.get(key, {}).items():
             print(f"inference sw_batch {b}: {v:.2f} {key.replace('_per_s', '')}/s")
+    for kind, r in result.get("loader", {}).items():
+        print(f"loader {kind:<8} ({args.num_workers} workers, {r['iterations_per_epoch']} iterations per epoch): "
+              f"wait per iteration mean {r['wait_s_mean']:.3f} s (median {r['wait_s_median']:.3f}, max "
+              f"{r['wait_s_max']:.3f}), step {r['step_s_median']:.3f} s, iteration / step "
+              f"{r['iteration_over_step']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

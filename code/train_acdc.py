@@ -13,11 +13,11 @@ for 3 patients, 136 for 7 on the real data). Model selection: best mean Dice
 import argparse
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, SubsetRandomSampler
+from torch.utils.data import BatchSampler, SubsetRandomSampler
 
 from dataloaders.acdc import ACDC
 from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed
@@ -25,7 +25,7 @@ from dataloaders.splits import labeled_slice_count, read_list
 from dataloaders.transforms import RandomGenerator
 from methods import get_method
 from utils.inference import validate_acdc_volumes
-from utils.trainer import Trainer, add_common_args, finish_args, loader_kwargs, prepare_snapshot, run_cli
+from utils.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot, run_cli
 from utils.visualize import add_slice_snapshot
 
 NUM_CLASSES = 4
@@ -48,8 +48,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def build_loader(args: argparse.Namespace) -> DataLoader:
-    db = ACDC(base_dir=args.root_path, split="train", transform=RandomGenerator(tuple(args.patch_size)))
+def build_loader(args: argparse.Namespace) -> Any:
+    db = ACDC(base_dir=args.root_path, split="train", transform=RandomGenerator(tuple(args.patch_size)),
+              cache=bool(args.cache_data))
+    db.preload(progress=True)  # with --cache_data 1: decoded once, before any worker starts
     total = len(db)
     labeled_slices = labeled_slice_count(args.root_path, args.labelnum)
     logging.info("%d training slices, %d labeled (%d patients)", total, labeled_slices, args.labelnum)
@@ -61,7 +63,7 @@ def build_loader(args: argparse.Namespace) -> DataLoader:
     else:
         sampler = TwoStreamBatchSampler(labeled, list(range(labeled_slices, total)), args.batch_size,
                                         args.batch_size - args.labeled_bs)
-    return DataLoader(db, batch_sampler=sampler, **loader_kwargs(args))
+    return make_train_loader(args, db, sampler)
 
 
 def train(args: argparse.Namespace) -> Dict[str, object]:

@@ -15,10 +15,10 @@ picks the best of periodic validations on the 20 TEST cases (from iteration
 import argparse
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, SubsetRandomSampler
+from torch.utils.data import BatchSampler, SubsetRandomSampler
 
 from dataloaders.la_heart import LAHeart
 from dataloaders.sampler import TwoStreamBatchSampler
@@ -26,7 +26,7 @@ from dataloaders.splits import read_list
 from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor
 from methods import get_method
 from utils.inference import validate_la_cases
-from utils.trainer import Trainer, add_common_args, finish_args, loader_kwargs, prepare_snapshot, run_cli
+from utils.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot, run_cli
 from utils.visualize import add_volume_snapshot
 
 NUM_CLASSES = 2
@@ -49,10 +49,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def build_loader(args: argparse.Namespace, n_train: int) -> Tuple[DataLoader, List[int]]:
+def build_loader(args: argparse.Namespace, n_train: int) -> Tuple[Any, List[int]]:
     """The two-stream loader (or labeled-only with --supervised_only); returns held-out indices too."""
-    db = LAHeart(base_dir=args.root_path, split="train",
+    db = LAHeart(base_dir=args.root_path, split="train", cache=bool(args.cache_data),
                  transform=Compose([RandomRotFlip(), RandomCrop(tuple(args.patch_size)), ToTensor()]))
+    db.preload(progress=True)  # with --cache_data 1: decoded once, before any worker starts
     held_out = list(range(n_train - args.val_num, n_train)) if args.select == "val" else []
     usable = n_train - len(held_out)
     if args.labelnum > usable:
@@ -65,7 +66,7 @@ def build_loader(args: argparse.Namespace, n_train: int) -> Tuple[DataLoader, Li
     else:
         unlabeled = list(range(args.labelnum, usable))
         sampler = TwoStreamBatchSampler(labeled, unlabeled, args.batch_size, args.batch_size - args.labeled_bs)
-    return DataLoader(db, batch_sampler=sampler, **loader_kwargs(args)), held_out
+    return make_train_loader(args, db, sampler), held_out
 
 
 def train(args: argparse.Namespace) -> Dict[str, object]:

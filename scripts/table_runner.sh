@@ -34,6 +34,9 @@ parse_table_args() {
   done
   [ ${#GPUS[@]} -gt 0 ] || GPUS=(0)
   [ "$(printf '%s\n' "${SEEDS[@]}" | sort | uniq -d)" = "" ] || { echo "$SCRIPT: --seeds repeats a seed" >&2; exit 2; }
+  local cores
+  cores=$(nproc 2>/dev/null || echo 1)
+  THREADS=$(( cores / ${#GPUS[@]} > 0 ? cores / ${#GPUS[@]} : 1 ))
   DATA=${DATA:-$DATA_DEFAULT}
   MODEL_ROOT=${MODEL_ROOT:-model}
   PY=${PYTHON:-python}
@@ -52,15 +55,20 @@ run() {  # run EXP LABELNUM [extra training flags...]: queue one run per seed (t
 }
 
 commands() {  # commands GPU|"" EXP N [flags...]: sets TRAIN and TEST (arrays)
+  # A job on GPU g sees only that GPU (CUDA_VISIBLE_DEVICES=g, --device cuda), so nothing it does can
+  # open a context on another GPU, and gets an equal share of the CPU threads.
   local gpu=$1 exp=$2 n=$3; shift 3
-  local dev=() method=() words=("$@") i
-  [ -z "$gpu" ] || dev=(--gpu "$gpu")
+  local dev=() pre=() method=() words=("$@") i
+  if [ -n "$gpu" ]; then
+    pre=(env "CUDA_VISIBLE_DEVICES=$gpu" "OMP_NUM_THREADS=$THREADS")
+    dev=(--device cuda)
+  fi
   for ((i = 0; i < ${#words[@]}; i++)); do
     if [ "${words[i]}" = --method ]; then method=(--method "${words[i + 1]}"); fi
   done
-  TRAIN=("$PY" "$TRAIN_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
+  TRAIN=("${pre[@]}" "$PY" "$TRAIN_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
          "${dev[@]}" "$@")
-  TEST=("$PY" "$TEST_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
+  TEST=("${pre[@]}" "$PY" "$TEST_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
         "${dev[@]}" "${method[@]}" --which both "${TEST_FLAGS[@]}")
 }
 quoted() { printf '%q ' "$@" | sed 's/ $//'; }

@@ -147,8 +147,17 @@ def test_sliding_window_bf16_keeps_float32_probabilities():
 
 def test_benchmark_passes_amp_through():
     result = benchmark.main(["--setting", "la", "--patch_size", "32", "32", "16", "--iters", "1", "--warmup", "0",
-                             "--device", "cpu", "--amp", "bf16", "--skip_inference"])
+                             "--device", "cpu", "--amp", "bf16", "--skip_inference", "--skip_loader"])
     assert result["amp"] == "bf16" and result["channels_last"] is False and result["train_step_s"] > 0
+
+
+def test_benchmark_times_both_loaders_on_real_files():
+    result = benchmark.main(["--setting", "la", "--patch_size", "32", "32", "16", "--iters", "3", "--warmup", "0",
+                             "--device", "cpu", "--skip_inference", "--num_workers", "2", "--loader_cases", "2"])
+    assert set(result["loader"]) == {"released", "reseed"}
+    for r in result["loader"].values():
+        assert r["iterations_per_epoch"] == 1 and r["wait_s_mean"] >= 0 and r["step_s_median"] > 0
+        assert r["iteration_over_step"] >= 1.0
 
 
 def test_training_and_test_scripts_with_bf16_and_channels_last(tmp_path):

@@ -196,17 +196,19 @@ def test_bad_arguments_are_refused():
 
 
 def _fake_python(tmp_path, fail_exp=""):
-    """A stand-in for python that logs each training run's GPU and time span and writes test results."""
+    """A stand-in for python that logs each training run's GPU (its CUDA_VISIBLE_DEVICES; it fails on
+    --gpu, without --device cuda or without OMP_NUM_THREADS) and time span and writes test results."""
     path = tmp_path / "fakepython"
     path.write_text(f"""#!/usr/bin/env bash
 script=$1; shift
-args=("$@"); root=""; exp=""; n=""; gpu=""
+args=("$@"); root=""; exp=""; n=""; gpu="$CUDA_VISIBLE_DEVICES"; device=""
 for ((i = 0; i < ${{#args[@]}}; i++)); do
   case "${{args[i]}}" in
     --model_root) root=${{args[i+1]}} ;; --exp) exp=${{args[i+1]}} ;;
-    --labelnum) n=${{args[i+1]}} ;; --gpu) gpu=${{args[i+1]}} ;;
+    --labelnum) n=${{args[i+1]}} ;; --gpu) exit 4 ;; --device) device=${{args[i+1]}} ;;
   esac
 done
+[ "$device" = cuda ] && [ -n "$gpu" ] && [ "$OMP_NUM_THREADS" -ge 1 ] || exit 5
 case "$script" in
   code/train_la.py)
     [ "$exp" = "{fail_exp}" ] && exit 3

@@ -39,7 +39,7 @@ def test_la_train_with_transforms_and_sampler(la_root):
     assert len(batches) == 1
     b = batches[0]
     assert b["image"].shape == (4, 1, 24, 24, 16) and b["image"].dtype == torch.float32
-    assert b["label"].shape == (4, 24, 24, 16) and b["label"].dtype == torch.int64
+    assert b["label"].shape == (4, 24, 24, 16) and b["label"].dtype == torch.uint8
     assert set(b["case"][:2]) <= set(ds.image_list[:2]) and set(b["case"][2:]) <= set(ds.image_list[2:])
     assert b["label"].max() <= 1
 

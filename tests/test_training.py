@@ -104,3 +104,58 @@ def test_bad_flags_and_missing_data(tmp_path):
         train_la.parse_args(["--labeled_bs", "4", "--batch_size", "4"])
     with pytest.raises(FileNotFoundError, match="list file not found"):
         train_la.main(["--root_path", str(tmp_path / "nowhere"), "--model_root", str(tmp_path)] + LA_FLAGS)
+
+
+class _DiesInWorker(torch.utils.data.Dataset):
+    """A dataset whose worker is killed by SIGBUS, as a full /dev/shm does."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import signal
+        os.kill(os.getpid(), signal.SIGBUS)
+
+
+def test_a_worker_killed_by_the_system_names_dev_shm():
+    from utils.trainer import EpochStream
+    loader = torch.utils.data.DataLoader(_DiesInWorker(), batch_size=2, num_workers=1)
+    with pytest.raises(RuntimeError, match=r"DataLoader worker[\s\S]*/dev/shm[\s\S]*--shm-size[\s\S]*--num_workers 0"):
+        next(EpochStream(loader))
+
+
+def test_gpu_and_device_conflict_is_an_error():
+    with pytest.raises(SystemExit, match="disagree"):
+        train_la.parse_args(["--device", "cpu", "--gpu", "0"])
+    assert train_la.parse_args(["--gpu", "1"]).device == "cuda:1"
+
+
+def test_resume_loads_rng_states_on_the_cpu(acdc_root, tmp_path):
+    """last.pth is read on the CPU whatever the run's device: loading it onto the device (the
+    'meta' device stands in for CUDA here) would make the RNG states device tensors, and
+    torch.set_rng_state refuses them."""
+    from utils.trainer import Trainer
+    flags = ["--root_path", acdc_root, "--model_root", str(tmp_path)] + ACDC_FLAGS + ["--max_iterations", "2"]
+    train_acdc.main(flags)
+    args = train_acdc.parse_args(flags + ["--resume"])
+    method = train_acdc.get_method("ssnet").from_args(args, "ACDC", 4, torch.device("cpu"))
+    snap = str(tmp_path / "ACDC_SSNet_1_labeled" / "unet")
+    trainer = Trainer(args, method, train_acdc.build_loader(args), snap, lambda n: 0.01, None, lambda n: False)
+    trainer.device = torch.device("meta")
+    trainer.load_last()
+    saved = torch.load(os.path.join(snap, "last.pth"), weights_only=False)
+    assert trainer.iter_num == 2 and torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+
+
+def test_deterministic_2_runs_and_repeats(acdc_root, tmp_path):
+    flags = ["--root_path", acdc_root] + ACDC_FLAGS + ["--max_iterations", "2", "--deterministic", "2"]
+    try:
+        for run in ("a", "b"):
+            train_acdc.main(flags + ["--model_root", str(tmp_path / run)])
+            assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    a, b = (torch.load(tmp_path / r / "ACDC_SSNet_1_labeled" / "unet" / "last.pth", weights_only=False) for r in "ab")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -85,7 +85,7 @@ def test_to_tensor_shapes_and_dtypes():
     image, label = _pair3d((4, 5, 6))
     out = ToTensor()({"image": image, "label": label})
     assert out["image"].shape == (1, 4, 5, 6) and out["image"].dtype == torch.float32
-    assert out["label"].shape == (4, 5, 6) and out["label"].dtype == torch.int64
+    assert out["label"].shape == (4, 5, 6) and out["label"].dtype == torch.uint8
     assert torch.equal(out["label"], torch.from_numpy(label).long())
 
 

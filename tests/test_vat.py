@@ -277,3 +277,17 @@ def test_direction_pass_freezes_and_restores_parameters():
         with frozen_parameters(net):
             raise RuntimeError("boom")
     assert net[0].weight.requires_grad and not net[0].bias.requires_grad
+
+
+def test_uniform_noise_is_the_released_draw():
+    """torch.rand(shape).sub(0.5) on the CPU generator, whatever the path (pinned for CUDA)."""
+    from utils.vat import uniform_noise
+    torch.manual_seed(3)
+    ref = torch.rand(2, 1, 8, 8).sub(0.5)
+    after_ref = torch.get_rng_state()
+    torch.manual_seed(3)
+    d = uniform_noise(torch.Size((2, 1, 8, 8)), torch.device("cpu"))
+    assert torch.equal(d, ref) and torch.equal(torch.get_rng_state(), after_ref)
+    if torch.cuda.is_available():
+        torch.manual_seed(3)
+        assert torch.equal(uniform_noise(torch.Size((2, 1, 8, 8)), torch.device("cuda")).cpu(), ref)

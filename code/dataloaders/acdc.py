@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
-from dataloaders.h5io import load_h5, validate_pair
+from dataloaders.h5io import cached_read, load_h5, preload_all, validate_pair
 from dataloaders.splits import read_list
 
 __all__ = ["ACDC", "BaseDataSets", "acdc_volume_path", "acdc_slice_path", "ACDC_NUM_CLASSES"]
@@ -52,7 +52,7 @@ class ACDC(Dataset):
     """
 
     def __init__(self, base_dir: str, split: str = "train", num: int | None = None,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, cache: bool = False) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"ACDC: split must be 'train', 'val' or 'test', got {split!r}.")
         if num is not None and num <= 0:
@@ -68,6 +68,7 @@ class ACDC(Dataset):
                                  f"{len(self.sample_list)} entries.")
             self.sample_list = self.sample_list[:num]
         logger.info("ACDC %s: %d samples from %s", split, len(self.sample_list), base_dir)
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.sample_list)
@@ -79,11 +80,17 @@ class ACDC(Dataset):
             return acdc_slice_path(self._base_dir, name)
         return acdc_volume_path(self._base_dir, name)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def _decode(self, idx: int) -> dict[str, Any]:
         path = self.path(idx)
         data = load_h5(path)
-        validate_pair(data["image"], data["label"], ACDC_NUM_CLASSES, path,
-                      ndim=2 if self.split == "train" else 3)
+        validate_pair(data["image"], data["label"], ACDC_NUM_CLASSES, path, ndim=2 if self.split == "train" else 3)
+        return data
+
+    _read = cached_read
+    preload = preload_all
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        data = self._read(idx)
         sample: dict[str, Any] = {"image": data["image"], "label": data["label"]}
         if self.split == "train" and self.transform is not None:
             sample = self.transform(sample)

@@ -8,7 +8,7 @@ so nothing downstream has to guess what went wrong.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Any, Iterable
 
 import h5py
 import numpy as np
@@ -115,3 +115,26 @@ def validate_pair(image: np.ndarray, label: np.ndarray, num_classes: int, path: 
                         f"({num_classes} classes). Check that the file belongs to this dataset "
                         "(LA: 0/1; ACDC: 0 bg, 1 RV, 2 Myo, 3 LV) and that raw labels were "
                         "converted (LA raw 255 -> 1) by the preprocessing script.")
+
+
+def cached_read(dataset: Any, idx: int) -> dict[str, Any]:
+    """``dataset._decode(idx)`` (read and check one file), kept in ``dataset._cache``
+    when the dataset was made with ``cache=True``; cached arrays are handed out as
+    copies, so a transform can never change the cache."""
+    cache = getattr(dataset, "_cache", None)
+    if cache is None:
+        return dataset._decode(idx)
+    if idx not in cache:
+        cache[idx] = dataset._decode(idx)
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in cache[idx].items()}
+
+
+def preload_all(dataset: Any, progress: bool = False) -> None:
+    """Decode every sample of a ``cache=True`` dataset now (before loader workers are
+    forked, so that they share the decoded arrays); nothing without a cache."""
+    if getattr(dataset, "_cache", None) is None:
+        return
+    from tqdm import tqdm
+    for idx in tqdm(range(len(dataset)), desc="decode data", disable=not progress, leave=False):
+        if idx not in dataset._cache:
+            dataset._cache[idx] = dataset._decode(idx)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
-from dataloaders.h5io import load_h5, validate_pair
+from dataloaders.h5io import cached_read, load_h5, preload_all, validate_pair
 from dataloaders.splits import read_list
 
 __all__ = ["LAHeart", "la_case_path", "LA_NUM_CLASSES", "LA_CASE_DIR"]
@@ -46,7 +46,7 @@ class LAHeart(Dataset):
     """
 
     def __init__(self, base_dir: str, split: str = "train", num: int | None = None,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, cache: bool = False) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"LAHeart: split must be 'train' or 'test', got {split!r}.")
         if num is not None and num <= 0:
@@ -61,15 +61,23 @@ class LAHeart(Dataset):
                                  f"{len(self.image_list)} cases.")
             self.image_list = self.image_list[:num]
         logger.info("LAHeart %s: %d samples from %s", split, len(self.image_list), base_dir)
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.image_list)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
-        case = self.image_list[idx]
-        path = la_case_path(self._base_dir, case)
+    def _decode(self, idx: int) -> dict[str, Any]:
+        path = la_case_path(self._base_dir, self.image_list[idx])
         data = load_h5(path)
         validate_pair(data["image"], data["label"], LA_NUM_CLASSES, path, ndim=3)
+        return data
+
+    _read = cached_read
+    preload = preload_all
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        case = self.image_list[idx]
+        data = self._read(idx)
         sample: dict[str, Any] = {"image": data["image"], "label": data["label"]}
         if self.transform is not None:
             sample = self.transform(sample)

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from methods import METHODS, get_method
-from networks.net_factory import resolve_device
+from networks.net_factory import device_from_flags, resolve_device
 from utils.checkpoints import require_checkpoint
 from utils.inference import AMP_MODES, check_amp
 from utils.metrics import EMPTY_POLICIES
@@ -46,23 +46,14 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str, model: str, labeln
     p.add_argument("--out_dir", default=None, help="where results go; default <folder of the checkpoint>/test "
                    "(test_last for --which last)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N")
+    p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N, the N-th VISIBLE "
+                   "GPU (after CUDA_VISIBLE_DEVICES); an error if --device says otherwise")
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="none: fp32 (faithful); bf16: forward passes under bfloat16 autocast (CUDA GPUs of compute "
                         "capability >= 8.0; also runs on the CPU), probabilities in float32")
     p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
                    help="empty prediction of a class: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 "
                         "is the best value), 'nan' makes 95HD/ASD NaN and leaves it out of their means")
-
-
-def device_from_flags(device: str, gpu: str | None) -> str:
-    """Merge ``--device`` and its alias ``--gpu`` (a bare index N means cuda:N)."""
-    if gpu is None:
-        return device
-    alias = f"cuda:{gpu}" if str(gpu).isdigit() else str(gpu)
-    if device not in ("auto", alias):
-        raise ValueError(f"--device {device} and --gpu {gpu} disagree; pass only one of them.")
-    return alias
 
 
 def snapshot_dir(model_root: str, dataset: str, exp: str, labelnum: int, model: str) -> str:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from methods import METHODS, get_method
-from networks.net_factory import resolve_device
+from networks.net_factory import device_from_flags, resolve_device
 from utils.host_memory import keep_freed_host_memory
 from utils.inference import AMP_MODES, amp_autocast, check_amp
 
@@ -65,7 +65,12 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
     p.add_argument("--labeled_bs", type=int, default=d["labeled_bs"], help="labeled items per batch")
     p.add_argument("--base_lr", type=float, default=0.01, help="SGD learning rate")
     p.add_argument("--seed", type=int, default=1337, help="random seed")
-    p.add_argument("--deterministic", type=int, default=1, help="1: cudnn deterministic, no benchmark")
+    p.add_argument("--deterministic", type=int, choices=(0, 1, 2), default=1,
+                   help="1 (released): cuDNN deterministic, no cudnn.benchmark; a CUDA run still varies a little "
+                        "from run to run (bilinear/trilinear upsampling backward and other atomic-add kernels). "
+                        "2: also torch.use_deterministic_algorithms(True) with CUBLAS_WORKSPACE_CONFIG=:4096:8: "
+                        "the same GPU, driver and flags give the same run twice (slower; an op without a "
+                        "deterministic kernel raises). 0: cudnn.benchmark on (fastest, not repeatable)")
     p.add_argument("--consistency", type=float, default=d["consistency"], help="final weight of the unsupervised losses")
     p.add_argument("--consistency_rampup", type=float, default=d["consistency_rampup"],
                    help="ramp-up length in units of 150 iterations")
@@ -78,15 +83,24 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
     p.set_defaults(released_patch=list(d["patch_size"]))
     p.add_argument("--patch_size", type=int, nargs="+", default=d["patch_size"], help="training crop size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--gpu", default=None, help="alias: --gpu N is --device cuda:N")
+    p.add_argument("--gpu", default=None, help="alias of --device: --gpu N is cuda:N, the N-th VISIBLE GPU (after "
+                   "CUDA_VISIBLE_DEVICES, so train_*.sh runs each job with CUDA_VISIBLE_DEVICES=<id> --device cuda); "
+                   "an error if --device says otherwise")
     p.add_argument("--num_workers", type=int, default=4, help="data-loader worker processes (0: main process)")
     p.add_argument("--keep_host_memory", type=int, default=1,
                    help="1: on CPU, let glibc keep freed memory for reuse (faster, same results; "
                         "resident memory stays at its peak). 0: system default")
+    p.add_argument("--loader", choices=("reseed", "released"), default="reseed",
+                   help="training loader: reseed (default) yields the released loader's batches bit for bit from "
+                        "workers kept alive and re-seeded each sampler epoch as fresh ones (no re-fork); released: "
+                        "torch's DataLoader as the released scripts use it (new workers every sampler epoch)")
+    p.add_argument("--cache_data", type=int, default=1,
+                   help="1: decode every training file once, before the workers start, and keep it in memory "
+                        "(same samples; LA needs about 15 MB per case); 0: read the h5 file at every access, "
+                        "as released")
     p.add_argument("--persistent_workers", type=int, default=0,
-                   help="1: keep loader workers alive across sampler epochs (faster start of each epoch). "
-                        "0 (released): workers are re-created and re-seeded every epoch, which consumes the "
-                        "torch RNG as the released runs did")
+                   help="1: torch's persistent workers (--loader released only): workers are not re-seeded "
+                        "each epoch, so the batches differ from the released run's. 0 (released)")
     p.add_argument("--zero_grad", choices=["zero", "none"], default="zero",
                    help="how gradients are cleared before each backward: zero (released, PyTorch 1.8's "
                         "zero_grad(): filled with zeros, so a parameter a step leaves unused, e.g. the selector "
@@ -143,8 +157,10 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.exp is None:
         args.exp = get_method(args.method).name
-    if args.gpu is not None:
-        args.device = f"cuda:{args.gpu}"
+    try:
+        args.device = device_from_flags(args.device, args.gpu)
+    except ValueError as err:
+        raise SystemExit(str(err))
     if args.supervised_only:
         args.lds, args.cs = "none", "off"
     if getattr(args, "magnitude_scaling", "fixed") == "rms":
@@ -170,15 +186,26 @@ def rms_scaled_magnitude(magnitude: float, patch: List[int], released_patch: Lis
     return float(magnitude * math.sqrt(float(np.prod(patch)) / float(np.prod(released_patch))))
 
 
-def loader_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
-    """DataLoader options from the flags (workers seeded as released)."""
+def make_train_loader(args: argparse.Namespace, dataset: Any, batch_sampler: Any) -> Any:
+    """The training loader of ``--loader`` (workers seeded as released; see
+    :mod:`dataloaders.epoch_loader`): ``reseed`` gives the released batches from
+    workers kept alive, ``released`` the released re-created ``DataLoader``."""
+    from dataloaders.epoch_loader import make_loader
     from dataloaders.sampler import make_worker_init_fn
-    return dict(num_workers=args.num_workers, pin_memory=torch.cuda.is_available() and args.device != "cpu",
-                worker_init_fn=make_worker_init_fn(args.seed),
-                persistent_workers=bool(args.persistent_workers) and args.num_workers > 0)
+    return make_loader(getattr(args, "loader", "reseed"), dataset, batch_sampler, args.num_workers,
+                       make_worker_init_fn(args.seed), torch.cuda.is_available() and args.device != "cpu",
+                       bool(args.persistent_workers))
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int, deterministic: int) -> None:
+    """Seed ``random``, numpy and torch (all devices); ``deterministic`` as ``--deterministic``:
+    0 cudnn.benchmark, 1 (released) cuDNN deterministic, 2 also deterministic algorithms
+    everywhere (sets ``CUBLAS_WORKSPACE_CONFIG`` if unset, before cuBLAS starts)."""
+    if int(deterministic) >= 2:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.use_deterministic_algorithms(False)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -213,6 +240,19 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def worker_death_error(err: RuntimeError) -> RuntimeError:
+    """A data-loader worker killed by the system most often ran out of shared memory (/dev/shm, where
+    workers put their batches; Docker gives a container 64 MB): say so and what to do."""
+    text = str(err)
+    if "DataLoader worker" not in text:
+        return err
+    return RuntimeError(f"{text}. A data-loader worker died; the usual cause is a full shared-memory "
+                        "filesystem /dev/shm, through which workers send their batches (check `df -h /dev/shm`; "
+                        "Docker's default is 64 MB). Give the container more (docker run --shm-size=8g ...) or "
+                        "load in the main process with --num_workers 0 (slower, and the batches differ from "
+                        "the released 4-worker run)")
 
 
 class EpochStream:
@@ -250,6 +290,8 @@ class EpochStream:
             self._new_epoch()
         try:
             batch = next(self._iterator)
+        except RuntimeError as err:
+            raise worker_death_error(err) from err
         except StopIteration:
             if self.taken == 0:
                 raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
@@ -613,6 +655,8 @@ def run_cli(main: Callable[[], Any]) -> None:
 def prepare_snapshot(args: argparse.Namespace, dataset: str) -> Tuple[str, torch.device]:
     """Create the snapshot folder, log set-up, config.json; seed; pick the device."""
     device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # kernels and caches of this run go to its GPU, never to GPU 0 as well
     if device.type == "cpu" and args.keep_host_memory:
         keep_freed_host_memory()
     snapshot = os.path.join(args.model_root, f"{dataset}_{args.exp}_{args.labelnum}_labeled", args.model)
@@ -621,7 +665,7 @@ def prepare_snapshot(args: argparse.Namespace, dataset: str) -> Tuple[str, torch
                                     snapshot)
     os.makedirs(snapshot, exist_ok=True)
     setup_logging(snapshot)
-    seed_everything(args.seed, bool(args.deterministic))
+    seed_everything(args.seed, int(args.deterministic))
     config = dict(vars(args), device_resolved=str(device), torch=torch.__version__, dataset=dataset)
     with open(os.path.join(snapshot, "config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)

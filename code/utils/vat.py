@@ -25,9 +25,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["VATLoss", "vat_lds", "vat_distance", "l2_normalize", "frozen_bn_stats", "DISTANCES"]
+__all__ = ["VATLoss", "vat_lds", "vat_distance", "l2_normalize", "uniform_noise", "frozen_bn_stats", "DISTANCES"]
 
 DISTANCES = ("dice", "class_dice", "kl")
+
+
+def uniform_noise(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """VAT's initial noise, U[-0.5, 0.5) of ``shape``, on ``device``.
+
+    Drawn on the CPU generator with the default dtype and then moved, as the
+    released code does (``torch.rand(x.shape).sub(0.5).to(x.device)``): the
+    numbers are the same on CPU and CUDA for the same seed, and the CUDA
+    generator is not consumed. For a CUDA ``device`` it is drawn into pinned
+    memory and copied with ``non_blocking=True``, so the host does not wait for
+    the copy (a pageable copy would); the values are the same.
+    """
+    if torch.device(device).type == "cuda":
+        return torch.rand(shape, pin_memory=True).sub_(0.5).to(device, non_blocking=True)
+    return torch.rand(shape).sub_(0.5).to(device)
 
 
 def l2_normalize(d: torch.Tensor) -> torch.Tensor:
@@ -153,11 +168,7 @@ def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float 
     with torch.no_grad():
         p = F.softmax(_first_output(model(x)).float(), dim=1)
 
-    # Drawn on the CPU generator with the default dtype and then moved, exactly as the
-    # released code does (torch.rand(x.shape).sub(0.5).to(x.device)): the numbers are
-    # the same on CPU and CUDA for the same seed, and the CUDA generator is not consumed.
-    d = torch.rand(x.shape).sub(0.5).to(x.device)
-    d = l2_normalize(d)
+    d = l2_normalize(uniform_noise(x.shape, x.device))
 
     with frozen_bn_stats(model):
         for _ in range(ip):

@@ -1,0 +1,246 @@
+"""A training loader that yields the released loader's batches without re-forking its workers.
+
+The released scripts iterate ``DataLoader(db, batch_sampler=TwoStreamBatchSampler(...),
+num_workers=4, worker_init_fn=...)`` once per sampler epoch, so every epoch
+forks 4 new worker processes (with 4 labeled LA cases an epoch is 2
+iterations) and nothing is prefetched across the epoch boundary.
+:class:`ReseedingLoader` keeps its workers alive and, at the start of each
+epoch, re-seeds them exactly as fresh ``DataLoader`` workers are seeded, so
+the batches are bit-identical to the released loader's:
+
+* main process, at each ``iter()``, as a multi-process ``DataLoader``
+  iterator does: the sampler's iterator is created (``TwoStreamBatchSampler``
+  draws the labeled permutation from ``numpy.random`` there), one 64-bit base
+  seed is drawn from the torch generator, and the sampler's iterator is
+  created again (a second permutation, the one used);
+* worker ``w``: ``random.seed(base + w)``, ``torch.manual_seed(base + w)``,
+  ``numpy.random.seed`` from PyTorch's ``_generate_state(base, w)``,
+  ``torch.set_num_threads(1)``, the worker info, then ``worker_init_fn(w)``;
+* index batches go round-robin to the workers (batch k to worker k mod W),
+  ``prefetch_factor x W`` at the start of the epoch and one more each time a
+  batch is handed out, so the sampler's lazy ``numpy.random`` draws happen at
+  the same points of the main process as with ``DataLoader``;
+* batches are returned in sampler order.
+
+What the released order forbids: the next epoch's base seed is drawn from
+the global torch generator after the current epoch's last training step
+(whose dropout masks and VAT noise consume it), so no batch of the next epoch
+can be prepared before that step ends. Within an epoch everything is
+prefetched. With ``num_workers=0`` the plain ``DataLoader`` is used (nothing
+to fork). Workers are started with ``fork`` (Linux); where fork is not
+available the released loader is used.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import random
+import signal
+from typing import Any, Callable, Iterator, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from dataloaders.sampler import draw_loader_base_seed
+
+__all__ = ["ReseedingLoader", "LOADERS", "make_loader"]
+
+logger = logging.getLogger(__name__)
+
+#: --loader choices
+LOADERS = ("reseed", "released")
+
+
+def _worker_loop(dataset: Dataset, collate_fn: Callable, init_fn: Optional[Callable[[int], None]], wid: int,
+                 num_workers: int, tasks: Any, results: Any) -> None:
+    from torch._utils import ExceptionWrapper
+    from torch.utils.data._utils import worker as torch_worker
+
+    torch.set_num_threads(1)
+    epoch = -1
+    while True:
+        msg = tasks.get()
+        if msg is None:
+            return
+        if msg[0] == "epoch":  # re-seed exactly as a freshly started DataLoader worker
+            _, epoch, base_seed = msg
+            seed = base_seed + wid
+            random.seed(seed)
+            torch.manual_seed(seed)
+            np.random.seed(torch_worker._generate_state(base_seed, wid))
+            torch_worker._worker_info = torch_worker.WorkerInfo(id=wid, num_workers=num_workers, seed=seed,
+                                                                dataset=dataset)
+            if init_fn is not None:
+                try:
+                    init_fn(wid)
+                except Exception:  # noqa: BLE001 (sent to the main process)
+                    results.put((epoch, -1, ExceptionWrapper(where=f"in loader worker {wid} (worker_init_fn)")))
+            continue
+        _, epoch, k, indices = msg
+        try:
+            results.put((epoch, k, collate_fn([dataset[i] for i in indices])))
+        except Exception:  # noqa: BLE001
+            results.put((epoch, k, ExceptionWrapper(where=f"in loader worker {wid}")))
+
+
+class ReseedingLoader:
+    """Batches of ``DataLoader(dataset, batch_sampler=batch_sampler, num_workers=...,
+    worker_init_fn=...)`` (one pass per ``iter()``), from workers kept alive across
+    passes and re-seeded at each as fresh ones (see the module docstring).
+
+    Args:
+        dataset: map-style dataset.
+        batch_sampler: yields lists of indices (e.g. ``TwoStreamBatchSampler``).
+        num_workers: worker processes (0: the plain ``DataLoader`` in the main process).
+        worker_init_fn: called in each worker after its seeding, as in ``DataLoader``.
+        pin_memory: pin each batch (CUDA runs), in the main process.
+        prefetch_factor: index batches outstanding per worker (``DataLoader``'s default 2).
+        generator: torch generator of the base seed (default: the global one).
+        timeout: seconds to wait for a batch before checking the workers are alive.
+    """
+
+    def __init__(self, dataset: Dataset, batch_sampler: Any, num_workers: int = 0,
+                 worker_init_fn: Optional[Callable[[int], None]] = None, pin_memory: bool = False,
+                 prefetch_factor: int = 2, generator: Optional[torch.Generator] = None,
+                 collate_fn: Callable = default_collate, timeout: float = 5.0) -> None:
+        if num_workers < 0 or prefetch_factor < 1:
+            raise ValueError(f"ReseedingLoader: num_workers must be >= 0 and prefetch_factor >= 1, got "
+                             f"{num_workers} and {prefetch_factor}")
+        self.dataset, self.batch_sampler = dataset, batch_sampler
+        self.num_workers, self.worker_init_fn = int(num_workers), worker_init_fn
+        self.pin_memory, self.prefetch_factor, self.generator = pin_memory, int(prefetch_factor), generator
+        self.collate_fn, self.timeout = collate_fn, timeout
+        self._workers: List[Any] = []
+        self._tasks: List[Any] = []
+        self._results: Any = None
+        self._epoch = 0
+        self._plain = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=0, collate_fn=collate_fn,
+                                 pin_memory=pin_memory, generator=generator) if num_workers == 0 else None
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    # ------------------------------------------------------------------ workers
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._results = ctx.Queue()
+        for wid in range(self.num_workers):
+            tasks = ctx.Queue()
+            p = ctx.Process(target=_worker_loop, daemon=True,
+                            args=(self.dataset, self.collate_fn, self.worker_init_fn, wid, self.num_workers,
+                                  tasks, self._results))
+            p.start()
+            self._workers.append(p)
+            self._tasks.append(tasks)
+
+    def close(self) -> None:
+        """Stop the workers (also done when the loader is garbage-collected or at exit)."""
+        for t in self._tasks:
+            try:
+                t.put(None)
+            except (OSError, ValueError):
+                pass
+        for p in self._workers:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.terminate()
+        self._workers, self._tasks = [], []
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
+
+    def _check_alive(self) -> None:
+        for wid, p in enumerate(self._workers):
+            if not p.is_alive():
+                code = p.exitcode
+                how = (f"is killed by signal: {signal.strsignal(-code)}" if code is not None and code < 0
+                       else f"exited with code {code}")
+                self.close()
+                raise RuntimeError(f"DataLoader worker {wid} (pid {p.pid}) {how}")
+
+    def _get(self) -> Any:
+        while True:
+            try:
+                return self._results.get(timeout=self.timeout)
+            except queue.Empty:
+                self._check_alive()
+
+    # ------------------------------------------------------------------ one pass
+    def __iter__(self) -> Iterator[Any]:
+        if self._plain is not None:
+            return iter(self._plain)
+        if not self._workers:
+            self._start()
+        return self._epoch_batches()
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        # The order of a multi-process DataLoader iterator: the sampler's iterator is created,
+        # the base seed drawn, then (in _reset) the sampler's iterator created AGAIN and used;
+        # TwoStreamBatchSampler draws its labeled permutation at iter(), so two are drawn per
+        # epoch and the first is discarded (PyTorch >= 1.7, so also the released runs' 1.8).
+        iter(self.batch_sampler)
+        base_seed = draw_loader_base_seed(self.generator)
+        sampler_iter = iter(self.batch_sampler)
+        self._epoch += 1
+        epoch = self._epoch
+        for t in self._tasks:
+            t.put(("epoch", epoch, base_seed))
+        cycle = itertools.cycle(range(self.num_workers))
+        sent = 0
+
+        def put() -> None:
+            nonlocal sent
+            indices = next(sampler_iter, None)
+            if indices is not None:
+                self._tasks[next(cycle)].put(("batch", epoch, sent, list(indices)))
+                sent += 1
+
+        for _ in range(self.prefetch_factor * self.num_workers):  # at iter(), as DataLoader's _reset
+            put()
+        return self._yield(epoch, put, lambda: sent)
+
+    def _yield(self, epoch: int, put: Callable[[], None], sent: Callable[[], int]) -> Iterator[Any]:
+        from torch._utils import ExceptionWrapper
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        ready: dict = {}
+        k = 0
+        while k < sent():
+            while k not in ready:
+                e, j, data = self._get()
+                if isinstance(data, ExceptionWrapper):
+                    self.close()
+                    data.reraise()
+                if e == epoch:  # results of an abandoned earlier pass are dropped
+                    ready[j] = data
+            data = ready.pop(k)
+            k += 1
+            put()  # as DataLoader: the next index batch goes out before this batch is returned
+            if self.pin_memory and torch.cuda.is_available():
+                data = pin_memory(data)
+            yield data
+
+
+def make_loader(kind: str, dataset: Dataset, batch_sampler: Any, num_workers: int,
+                worker_init_fn: Optional[Callable[[int], None]], pin_memory: bool,
+                persistent_workers: bool = False) -> Any:
+    """``--loader``: ``reseed`` (default, :class:`ReseedingLoader`) or ``released``
+    (``DataLoader``, re-created workers each sampler epoch; ``persistent_workers``
+    applies to it only)."""
+    if kind not in LOADERS:
+        raise ValueError(f"--loader must be one of {', '.join(LOADERS)}, got {kind!r}")
+    fork = "fork" in multiprocessing.get_all_start_methods() and os.name == "posix"
+    if kind == "reseed" and not persistent_workers and fork:
+        return ReseedingLoader(dataset, batch_sampler, num_workers, worker_init_fn, pin_memory)
+    if kind == "reseed" and not fork:
+        logger.info("--loader reseed needs the fork start method; using the released DataLoader")
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      worker_init_fn=worker_init_fn, persistent_workers=persistent_workers and num_workers > 0)
