@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Train and test every LA run of the paper's Tables 1 and 3 under SS-Net's setting: SS-Net, its
 # Table 3 ablations, the V-Net bounds and the five baselines (UA-MT, SASSNet, DTC, URPC, MC-Net).
-#   bash train_la.sh [GPU_ID ...] [--dry-run] [--print] [--seeds S,S,...]
+#   bash train_la.sh [GPU_ID ...] [--dry-run] [--print] [--slurm] [--seeds S,S,...]
 #     GPU_ID ...  GPUs to use (default 0); runs are independent processes, one per GPU at a time,
 #                 each starting on the next free GPU: bash train_la.sh 0 1 2 3
 #     --dry-run   list the runs (and the GPU each would start on), run nothing
 #     --print     print one command line per run (train && test) for a cluster job array; no --gpu
+#     --slurm     write an sbatch job array (one task per pending run, one GPU each, log in the run folder)
+#                 to <MODEL_ROOT>/<dataset>_runs.sbatch (or $SLURM_SCRIPT); submit it with sbatch
 #     --seeds S,S  train every row once per seed (default 1337, the released seed); seed 1337 keeps the
 #                 released folder model/<ds>_<exp>_<n>_labeled/, another seed S writes <ds>_<exp>_seedS_<n>_labeled/;
 #                 code/summarize.py then shows mean +- sd over the seeds and paired comparisons

@@ -3,7 +3,7 @@
     python code/benchmark.py --setting la --patch_size 64 64 48 --batch_size 4 --labeled_bs 2 \\
         --iters 5 --device cpu --json out.json
 
-The training iteration is :func:`utils.trainer.train_step` with the method that
+The training iteration is :func:`engine.trainer.train_step` with the method that
 ``train_la.py`` / ``train_acdc.py`` build from the same flags (same code path),
 fed synthetic tensors of the setting's shape. Timing is device-synchronised;
 the median of ``--iters`` iterations after ``--warmup`` is reported, broken
@@ -16,9 +16,11 @@ between) for both ``--loader`` kinds: the released re-created DataLoader and
 the default loader that keeps its workers.
 
 ``--amp bf16`` times both under bfloat16 autocast (training flag ``--amp``).
-The other speed flags of training go after ``--`` (``-- --channels_last off``,
-``-- --compile``); ``--channels_last auto`` resolves as for a run with
-``--deterministic 0`` (the benchmark turns ``cudnn.benchmark`` on), i.e. on for CUDA.
+The other training flags go after ``--``: the default is the path users run
+(``--deterministic 1``, so ``--channels_last auto`` is off, fp32); the fast
+options are e.g. ``-- --deterministic 0`` (cudnn.benchmark) and
+``--amp bf16 -- --deterministic 0 --channels_last on``. Inference is warmed up
+on the same volume it is timed on.
 """
 import argparse
 import json
@@ -36,10 +38,10 @@ import train_acdc
 import train_la
 from methods import get_method
 from networks.net_factory import resolve_device
-from utils.host_memory import keep_freed_host_memory
-from utils.inference import test_single_case, test_single_volume_2d
-from utils.inference import AMP_MODES
-from utils.trainer import make_optimizer, seed_everything, setup_speed, train_step
+from engine.host_memory import keep_freed_host_memory
+from engine.inference import test_single_case, test_single_volume_2d
+from engine.inference import AMP_MODES
+from engine.trainer import make_optimizer, seed_everything, setup_speed, train_step
 
 SETTINGS = {"la": (train_la, "LA", 2), "acdc": (train_acdc, "ACDC", 4)}
 
@@ -69,9 +71,9 @@ def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, o
                                str(args.labeled_bs), "--patch_size", *map(str, args.patch_size),
                                "--amp", args.amp] + args.train_flags)
     args.amp = targs.amp  # a --amp among the training flags wins; inference uses the same
-    seed_everything(targs.seed, deterministic=False)
+    seed_everything(targs.seed, targs.deterministic)  # what a run with these flags uses (default 1)
     method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
-    speed = setup_speed(targs, method.model, device, deterministic=False)
+    speed = setup_speed(targs, method.model, device)
     optimizer = make_optimizer(method.model, targs.base_lr)
     image, label = synthetic_batch(dataset, args.batch_size, args.patch_size, num_classes, device)
     marks: List[tuple] = []
@@ -110,7 +112,7 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Di
 
     from dataloaders.splits import read_list
     from dataloaders.synthetic import make_acdc, make_la
-    from utils.trainer import EpochStream
+    from engine.trainer import EpochStream
 
     module, dataset, num_classes = SETTINGS[args.setting]
     out: Dict[str, Dict[str, float]] = {}
@@ -156,7 +158,7 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Di
     return out
 
 
-def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
     module, dataset, num_classes = SETTINGS[args.setting]
     from networks.net_factory import net_factory
     model = net_factory("VNet" if dataset == "LA" else "unet", 1, num_classes, "test", device).eval()
@@ -165,21 +167,23 @@ def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, 
     if dataset == "LA":
         vol = rng.standard_normal(args.volume).astype(np.float32)
         patch = tuple(args.patch_size)
-        from utils.inference import sliding_window_starts
+        from engine.inference import sliding_window_starts
         n_windows = int(np.prod([len(sliding_window_starts(max(v, p), p, s)) for v, p, s in
                                  zip(vol.shape, patch, (args.stride_xy, args.stride_xy, args.stride_z))]))
         for b in args.sw_batch:
-            test_single_case(model, vol[:, :, : patch[2] + args.stride_z], args.stride_xy, args.stride_z, patch,
-                             num_classes, sw_batch=b, amp=args.amp)  # warm-up
+            test_single_case(model, vol, args.stride_xy, args.stride_z, patch, num_classes, sw_batch=b,
+                             amp=args.amp)  # warm-up on the same volume (cudnn autotuning, allocator)
             sync(device)
             t0 = time.perf_counter()
             test_single_case(model, vol, args.stride_xy, args.stride_z, patch, num_classes, sw_batch=b, amp=args.amp)
             sync(device)
             out[str(b)] = n_windows / (time.perf_counter() - t0)
+        out["volume"] = list(vol.shape)
+        out["windows_per_volume"] = n_windows
     else:
         vol = rng.random((args.slices, 224, 208), dtype=np.float32)
         for b in args.sw_batch:
-            test_single_volume_2d(model, vol[:2], num_classes, tuple(args.patch_size), batch=b, amp=args.amp)
+            test_single_volume_2d(model, vol, num_classes, tuple(args.patch_size), batch=b, amp=args.amp)
             sync(device)
             t0 = time.perf_counter()
             test_single_volume_2d(model, vol, num_classes, tuple(args.patch_size), batch=b, amp=args.amp)
@@ -251,7 +255,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         print(f"peak GPU memory {result['peak_memory_mib']:.0f} MiB")
     for key in ("windows_per_s", "slices_per_s"):
         for b, v in result.get(key, {}).items():
-            print(f"inference sw_batch {b}: {v:.2f} {key.replace('_per_s', '')}/s")
+            if isinstance(v, float):
+                print(f"inference sw_batch {b}: {v:.2f} {key.replace('_per_s', '')}/s")
     for kind, r in result.get("loader", {}).items():
         print(f"loader {kind:<8} ({args.num_workers} workers, {r['iterations_per_epoch']} iterations per epoch): "
               f"wait per iteration mean {r['wait_s_mean']:.3f} s (median {r['wait_s_median']:.3f}, max "

@@ -87,8 +87,8 @@ def examples(data: str, models: str, b: Dict[str, int], out_png: str, device: st
     from dataloaders.h5io import load_h5
     from dataloaders.splits import read_list
     from networks.net_factory import net_factory
-    from utils.checkpoints import load_weights
-    from utils.inference import test_single_volume_2d
+    from engine.checkpoints import load_weights
+    from engine.inference import test_single_volume_2d
 
     nets = {}
     for name, exp, _ in RUNS:

@@ -35,13 +35,13 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from utils.checkpoints import CheckpointError
-from utils.evaluation import add_common_args, prepare_evaluation, run_evaluations
-from utils import inference
+from engine.checkpoints import CheckpointError
+from engine.evaluation import add_common_args, prepare_evaluation, run_evaluations
+from engine import inference
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from dataloaders.acdc import acdc_volume_path
-from utils.inference import largest_connected_component
+from engine.inference import largest_connected_component
 from utils.metrics import calculate_metric_percase, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -24,9 +24,9 @@ from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed
 from dataloaders.splits import labeled_slice_count, read_list
 from dataloaders.transforms import RandomGenerator
 from methods import get_method
-from utils.inference import validate_acdc_volumes
-from utils.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot, run_cli
-from utils.visualize import add_slice_snapshot
+from engine.inference import validate_acdc_volumes
+from engine.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot, run_cli
+from engine.visualize import add_slice_snapshot
 
 NUM_CLASSES = 4
 CLASS_NAMES = ("RV", "Myo", "LV")

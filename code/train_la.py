@@ -25,9 +25,9 @@ from dataloaders.sampler import TwoStreamBatchSampler
 from dataloaders.splits import read_list
 from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor
 from methods import get_method
-from utils.inference import validate_la_cases
-from utils.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot, run_cli
-from utils.visualize import add_volume_snapshot
+from engine.inference import validate_la_cases
+from engine.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot, run_cli
+from engine.visualize import add_volume_snapshot
 
 NUM_CLASSES = 2
 DEFAULTS = dict(root_path="data/LA", model="VNet", labelnum=4, labelnum_help="labeled cases (4 = 5%%, 8 = 10%%, 80 = all)",

@@ -7,12 +7,13 @@
 # The caller sets SCRIPT, DATASET, NET, TRAIN_PY, TEST_PY, TEST_FLAGS and DATA_DEFAULT.
 
 parse_table_args() {
-  GPUS=(); DRY=0; PRINT=0; SEEDS=(1337)
+  GPUS=(); DRY=0; PRINT=0; SLURM=0; SEEDS=(1337)
   while [ $# -gt 0 ]; do
     a=$1; shift
     case "$a" in
       --dry-run) DRY=1 ;;
       --print) PRINT=1 ;;
+      --slurm) SLURM=1 ;;
       --seeds|--seeds=*)
         local list
         if [ "$a" = --seeds ]; then
@@ -26,7 +27,7 @@ parse_table_args() {
           [[ "$s" =~ ^[0-9]+$ ]] || { echo "$SCRIPT: --seeds takes integers separated by commas, got '$list'" >&2; exit 2; }
         done
         [ ${#SEEDS[@]} -gt 0 ] || { echo "$SCRIPT: --seeds got an empty list" >&2; exit 2; } ;;
-      -h|--help) sed -n 2,14p "$SCRIPT"; exit 0 ;;
+      -h|--help) sed -n 2,16p "$SCRIPT"; exit 0 ;;
       -*) echo "$SCRIPT: unknown option '$a' (see --help)" >&2; exit 2 ;;
       *) [[ "$a" =~ ^[0-9]+$ ]] || { echo "$SCRIPT: GPU ids are integers, got '$a'" >&2; exit 2; }
          GPUS+=("$a") ;;
@@ -80,6 +81,35 @@ run_one() {  # run_one GPU EXP N [flags...]: train then test; returns the first 
   "${TRAIN[@]}" && "${TEST[@]}"
 }
 
+write_slurm() {  # an sbatch job array: one task per pending run, one GPU each, a log per run
+  local out=${SLURM_SCRIPT:-$MODEL_ROOT/${DATASET}_runs.sbatch} job w snap
+  if [ ${#PENDING[@]} -eq 0 ]; then echo "$SCRIPT --slurm: every run is done; no job array written" >&2; return; fi
+  mkdir -p "$(dirname "$out")" "$MODEL_ROOT/slurm"
+  {
+    echo "#!/usr/bin/env bash"
+    echo "# Written by $SCRIPT --slurm: ${#PENDING[@]} pending $DATASET run(s), one array task each. Submit: sbatch $out"
+    echo "#SBATCH --job-name=ssnet_$DATASET"
+    echo "#SBATCH --array=0-$(( ${#PENDING[@]} - 1 ))"
+    echo "#SBATCH --gres=gpu:1"
+    echo "#SBATCH --cpus-per-task=${SLURM_CPUS:-8}"
+    echo "#SBATCH --output=$MODEL_ROOT/slurm/%x_%A_%a.out"
+    echo "set -euo pipefail"
+    echo "cd $(quoted "$PWD")"
+    echo "export OMP_NUM_THREADS=\${SLURM_CPUS_PER_TASK:-8}"
+    echo "case \"\$SLURM_ARRAY_TASK_ID\" in"
+    local k=0
+    for job in "${PENDING[@]}"; do
+      read -r -a w <<< "$job"; commands "" "${w[@]}"
+      snap=$(snapshot "${w[0]}" "${w[1]}")
+      echo "  $k) mkdir -p $(quoted "$snap") && { $(quoted "${TRAIN[@]}") --device cuda && $(quoted "${TEST[@]}") --device cuda; } > $(quoted "$snap/run.log") 2>&1 ;;"
+      k=$((k + 1))
+    done
+    echo "  *) echo \"no run for array task \$SLURM_ARRAY_TASK_ID (0-$(( ${#PENDING[@]} - 1 )))\" >&2; exit 2 ;;"
+    echo "esac"
+  } > "$out"
+  echo "wrote $out: ${#PENDING[@]} array task(s); submit with: sbatch $out" >&2
+}
+
 run_table() {  # train and test the queued runs (or list them)
   PENDING=()
   for job in "${JOBS[@]}"; do
@@ -91,6 +121,7 @@ run_table() {  # train and test the queued runs (or list them)
     fi
   done
 
+  if [ "$SLURM" = 1 ]; then write_slurm; exit 0; fi
   if [ "$PRINT" = 1 ]; then
     for job in "${PENDING[@]}"; do
       read -r -a w <<< "$job"; commands "" "${w[@]}"

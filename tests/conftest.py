@@ -13,3 +13,24 @@ if CODE not in sys.path:
 
 # ../shared/reference beside the checkout holds the reference facts (optional).
 SHARED_REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference")
+
+import pytest  # noqa: E402  (after the path set-up above)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """``tiny_data("la" | "acdc", **generator_kwargs) -> folder``: synthetic data made once per
+    session for each set of arguments (``dataloaders.synthetic.make_la`` / ``make_acdc``)."""
+    from dataloaders.synthetic import make_acdc, make_la
+
+    made = {}
+
+    def make(kind, **kwargs):
+        key = (kind, tuple(sorted(kwargs.items())))
+        if key not in made:
+            root = tmp_path_factory.mktemp(kind)
+            (make_la if kind == "la" else make_acdc)(str(root), **kwargs)
+            made[key] = str(root)
+        return made[key]
+
+    return make

@@ -18,11 +18,11 @@ import train_acdc
 import train_la
 from dataloaders.synthetic import make_la
 from methods import get_method
-from utils import trainer
-from utils.inference import amp_autocast, check_amp
-from utils.inference import test_single_case as single_case
-from utils.inference import test_single_volume_2d as single_volume_2d
-from utils.trainer import (check_compile, make_optimizer, resolve_channels_last, seed_everything, setup_speed,
+from engine import trainer
+from engine.inference import amp_autocast, check_amp
+from engine.inference import test_single_case as single_case
+from engine.inference import test_single_volume_2d as single_volume_2d
+from engine.trainer import (check_compile, make_optimizer, resolve_channels_last, seed_everything, setup_speed,
                            train_step)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -260,3 +260,26 @@ def test_summarize_maps_baseline_runs_to_the_paper_rows(tmp_path):
     text = summarize.main(["--model_root", str(tmp_path)])
     assert "| MC-Net | 4 | 80.00 | 83.59 |" in text
     assert "| URPC | 7 | 70.00 | 83.10 |" in text
+
+
+def test_slurm_writes_one_array_task_per_pending_run(tmp_path):
+    model_root = tmp_path / "model"
+    env = dict(os.environ, MODEL_ROOT=str(model_root), PYTHON=_fake_python(tmp_path))
+    pending = _runs("train_la.sh", "--dry-run", "--seeds", "1337,7", env=env)
+    subprocess.run(["bash", os.path.join(ROOT, "train_la.sh"), "--slurm", "--seeds", "1337,7"], check=True, env=env,
+                   capture_output=True, text=True)
+    script = model_root / "LA_runs.sbatch"
+    text = script.read_text()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert f"#SBATCH --array=0-{len(pending) - 1}" in text and "#SBATCH --gres=gpu:1" in text
+    tasks = [line for line in text.splitlines() if line.strip()[:1].isdigit() and ") mkdir -p " in line]
+    assert len(tasks) == len(pending) == 42  # 21 rows x 2 seeds
+    assert sum("--exp SSNet_seed7 " in t for t in tasks) == 2 and all("run.log" in t for t in tasks)
+    # one task as SLURM runs it (SLURM sets CUDA_VISIBLE_DEVICES to the task's GPU)
+    run = subprocess.run(["bash", str(script)], env=dict(env, SLURM_ARRAY_TASK_ID="1", CUDA_VISIBLE_DEVICES="0"),
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (model_root / "LA_SSNet_seed7_4_labeled" / "VNet" / "test" / "performance.txt").is_file()
+    assert (model_root / "LA_SSNet_seed7_4_labeled" / "run.log").is_file()
+    bad = subprocess.run(["bash", str(script)], env=dict(env, SLURM_ARRAY_TASK_ID="99"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "no run for array task 99" in bad.stderr

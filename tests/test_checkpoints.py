@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoints import CheckpointError, load_weights
+from engine.checkpoints import CheckpointError, load_weights
 
 
 def _net(out_channels=2, extra=False):

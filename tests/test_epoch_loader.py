@@ -14,24 +14,19 @@ from dataloaders.acdc import ACDC
 from dataloaders.epoch_loader import ReseedingLoader, make_loader
 from dataloaders.la_heart import LAHeart
 from dataloaders.sampler import TwoStreamBatchSampler, make_worker_init_fn
-from dataloaders.synthetic import make_acdc, make_la
 from dataloaders.transforms import Compose, RandomCrop, RandomGenerator, RandomRotFlip, ToTensor
 
 EPOCHS = 5
 
 
 @pytest.fixture(scope="module")
-def la_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("la_loader")
-    make_la(str(root), cases=8, seed=3, size=(40, 40, 24))
-    return str(root)
+def la_root(tiny_data):
+    return tiny_data("la", cases=8, seed=3, size=(40, 40, 24))
 
 
 @pytest.fixture(scope="module")
-def acdc_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("acdc_loader")
-    make_acdc(str(root), patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-    return str(root)
+def acdc_root(tiny_data):
+    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
 
 
 def _la(root, cache=False):

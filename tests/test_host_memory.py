@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from utils.host_memory import keep_freed_host_memory
+from engine.host_memory import keep_freed_host_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

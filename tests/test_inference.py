@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from scipy.ndimage import zoom
 from torch import nn
 
-from utils.inference import (
+from engine.inference import (
     largest_connected_component,
     sliding_window_starts,
     test_single_case as single_case,

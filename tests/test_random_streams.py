@@ -24,9 +24,8 @@ import train_la
 from dataloaders.acdc import ACDC
 from dataloaders.sampler import draw_loader_base_seed
 from dataloaders.splits import labeled_slice_count, read_list
-from dataloaders.synthetic import make_acdc, make_la
 from methods import get_method
-from utils.trainer import make_optimizer, seed_everything, train_step
+from engine.trainer import make_optimizer, seed_everything, train_step
 
 CPU = torch.device("cpu")
 ACDC_FLAGS = ["--patch_size", "32", "32", "--batch_size", "4", "--labeled_bs", "2", "--labelnum", "1",
@@ -38,17 +37,13 @@ LA_FLAGS = ["--patch_size", "32", "32", "16", "--labelnum", "2", "--num_workers"
 
 
 @pytest.fixture(scope="module")
-def acdc_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("acdc_streams")
-    make_acdc(str(root), patients=5, seed=3, hw_range=(48, 64), slice_range=(4, 4))
-    return str(root)
+def acdc_root(tiny_data):
+    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(4, 4))
 
 
 @pytest.fixture(scope="module")
-def la_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("la_streams")
-    make_la(str(root), cases=5, seed=3, size=(40, 40, 24))
-    return str(root)
+def la_root(tiny_data):
+    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
 
 
 def _states():

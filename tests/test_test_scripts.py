@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from networks.net_factory import net_factory
-from utils.checkpoints import CheckpointError
+from engine.checkpoints import CheckpointError
 
 test_la = importlib.import_module("test_la")
 test_acdc = importlib.import_module("test_acdc")
@@ -222,7 +222,7 @@ def test_expect_match_and_mismatch(tmp_path):
 
 
 def test_expect_names_the_released_results(tmp_path):
-    from utils.evaluation import load_expected
+    from engine.evaluation import load_expected
     la4 = load_expected("LA4", "LA")
     assert la4["mean"]["dice"] == 0.86332867 and la4["decimals"] == 8
     acdc7 = load_expected("ACDC7", "ACDC")

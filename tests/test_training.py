@@ -8,7 +8,6 @@ import torch
 
 import train_acdc
 import train_la
-from dataloaders.synthetic import make_acdc, make_la
 
 LA_FLAGS = ["--max_iterations", "4", "--patch_size", "32", "32", "16", "--labelnum", "2", "--num_workers", "0",
             "--device", "cpu", "--log_interval", "2", "--val_start", "2", "--val_interval", "2",
@@ -19,17 +18,13 @@ ACDC_FLAGS = ["--max_iterations", "4", "--patch_size", "32", "32", "--batch_size
 
 
 @pytest.fixture(scope="module")
-def la_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("la")
-    make_la(str(root), cases=5, seed=3, size=(40, 40, 24))
-    return str(root)
+def la_root(tiny_data):
+    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
 
 
 @pytest.fixture(scope="module")
-def acdc_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("acdc")
-    make_acdc(str(root), patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-    return str(root)
+def acdc_root(tiny_data):
+    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
 
 
 def test_la_run_writes_snapshot(la_root, tmp_path):
@@ -118,7 +113,7 @@ class _DiesInWorker(torch.utils.data.Dataset):
 
 
 def test_a_worker_killed_by_the_system_names_dev_shm():
-    from utils.trainer import EpochStream
+    from engine.trainer import EpochStream
     loader = torch.utils.data.DataLoader(_DiesInWorker(), batch_size=2, num_workers=1)
     with pytest.raises(RuntimeError, match=r"DataLoader worker[\s\S]*/dev/shm[\s\S]*--shm-size[\s\S]*--num_workers 0"):
         next(EpochStream(loader))
@@ -134,7 +129,7 @@ def test_resume_loads_rng_states_on_the_cpu(acdc_root, tmp_path):
     """last.pth is read on the CPU whatever the run's device: loading it onto the device (the
     'meta' device stands in for CUDA here) would make the RNG states device tensors, and
     torch.set_rng_state refuses them."""
-    from utils.trainer import Trainer
+    from engine.trainer import Trainer
     flags = ["--root_path", acdc_root, "--model_root", str(tmp_path)] + ACDC_FLAGS + ["--max_iterations", "2"]
     train_acdc.main(flags)
     args = train_acdc.parse_args(flags + ["--resume"])

@@ -321,9 +321,9 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
         ``(loss_labeled, loss_unlabeled)``, float32 scalars (the unlabeled loss is 0
         when ``labeled_bs == B``).
 
-    Host synchronisations: the candidate selection (a boolean mask, whose size is
-    data dependent) and one per :func:`split_by_class` call (memory update and each
-    loss); there is no ``.item()`` or ``.cpu()``.
+    Host synchronisations: one for the candidate selection (its size is data
+    dependent) and one per :func:`split_by_class` call (memory update and each
+    loss): 4 per call with unlabeled samples; there is no ``.item()`` or ``.cpu()``.
 
     Raises:
         ValueError: on inconsistent shapes, ``labeled_bs`` outside 1..B, or heads
@@ -363,9 +363,11 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
     labeled_features = features_last[:labeled_bs]
     unlabeled_features = features_last[labeled_bs:]
 
-    # Boolean selection: the number of candidates is data dependent (host synchronisation).
-    candidate_features = labeled_features[candidate_mask]
-    candidate_labels = labels[candidate_mask]
+    # Boolean selection: the number of candidates is data dependent, so it needs one host
+    # synchronisation; the indices are found once and serve both selections (same rows, same order).
+    candidates = candidate_mask.nonzero(as_tuple=True)
+    candidate_features = labeled_features[candidates]
+    candidate_labels = labels[candidates]
     with torch.no_grad(), _eval_mode(projection_head):
         projected_candidates = projection_head(candidate_features)
     memory.update(projected_candidates, candidate_labels, feature_selectors)

@@ -11,8 +11,8 @@ import torch
 
 from methods import METHODS, get_method
 from networks.net_factory import device_from_flags, resolve_device
-from utils.checkpoints import require_checkpoint
-from utils.inference import AMP_MODES, check_amp
+from engine.checkpoints import require_checkpoint
+from engine.inference import AMP_MODES, check_amp
 from utils.metrics import EMPTY_POLICIES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,7 +130,7 @@ def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device
     import time
 
     from methods import build_test_model
-    from utils.checkpoints import load_weights
+    from engine.checkpoints import load_weights
 
     logger = logging.getLogger(f"test_{dataset.lower()}")
     expected = load_expected(args.expect, dataset) if args.expect else None

@@ -37,8 +37,8 @@ from torch import nn
 
 from methods import METHODS, get_method
 from networks.net_factory import device_from_flags, resolve_device
-from utils.host_memory import keep_freed_host_memory
-from utils.inference import AMP_MODES, amp_autocast, check_amp
+from engine.host_memory import keep_freed_host_memory
+from engine.inference import AMP_MODES, amp_autocast, check_amp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -245,10 +245,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def worker_death_error(err: RuntimeError) -> RuntimeError:
     """A data-loader worker killed by the system most often ran out of shared memory (/dev/shm, where
     workers put their batches; Docker gives a container 64 MB): say so and what to do."""
-    text = str(err)
-    if "DataLoader worker" not in text:
-        return err
-    return RuntimeError(f"{text}. A data-loader worker died; the usual cause is a full shared-memory "
+    return RuntimeError(f"{err}. A data-loader worker died; the usual cause is a full shared-memory "
                         "filesystem /dev/shm, through which workers send their batches (check `df -h /dev/shm`; "
                         "Docker's default is 64 MB). Give the container more (docker run --shm-size=8g ...) or "
                         "load in the main process with --num_workers 0 (slower, and the batches differ from "
@@ -291,7 +288,9 @@ class EpochStream:
         try:
             batch = next(self._iterator)
         except RuntimeError as err:
-            raise worker_death_error(err) from err
+            if "DataLoader worker" in str(err):
+                raise worker_death_error(err) from err
+            raise
         except StopIteration:
             if self.taken == 0:
                 raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
@@ -598,8 +597,11 @@ class Trainer:
         bar = tqdm(total=args.max_iterations, initial=self.iter_num, ncols=100, desc="train",
                    disable=None, file=sys.stderr)
         t_start = time.time()
+        loader_wait = 0.0
         while self.iter_num < args.max_iterations:
+            t_wait = time.perf_counter()
             batch = next(self.stream)
+            loader_wait += time.perf_counter() - t_wait
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True).long()
             out = train_step(self.method, self.optimizer, image, label, self.iter_num, amp=self.speed.amp,
@@ -624,8 +626,11 @@ class Trainer:
             bar.update(1)
         bar.close()
         self.writer.close()
+        seconds = time.time() - t_start
         summary = {"iterations": self.iter_num, "best": self.best, "best_iter": self.best_iter,
-                   "seconds": round(time.time() - t_start, 1), "snapshot": self.snapshot}
+                   "seconds": round(seconds, 1), "loader_wait_s": round(loader_wait, 2),
+                   "loader_wait_share": round(loader_wait / seconds, 4) if seconds > 0 else 0.0,
+                   "snapshot": self.snapshot}
         logging.info("training finished: %s", json.dumps(summary))
         return summary
 
