@@ -151,7 +151,8 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Di
                     steps.append(time.perf_counter() - t1)
             if hasattr(loader, "close"):
                 loader.close()
-            out[kind] = {"wait_s_mean": statistics.mean(waits), "wait_s_median": statistics.median(waits),
+            out[kind] = {"iteration_s_mean": statistics.mean(waits) + statistics.mean(steps),
+                         "wait_s_mean": statistics.mean(waits), "wait_s_median": statistics.median(waits),
                          "wait_s_max": max(waits), "step_s_median": statistics.median(steps),
                          "iteration_over_step": (statistics.mean(waits) + statistics.mean(steps))
                          / statistics.mean(steps), "iterations_per_epoch": len(loader)}
@@ -260,8 +261,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for kind, r in result.get("loader", {}).items():
         print(f"loader {kind:<8} ({args.num_workers} workers, {r['iterations_per_epoch']} iterations per epoch): "
               f"wait per iteration mean {r['wait_s_mean']:.3f} s (median {r['wait_s_median']:.3f}, max "
-              f"{r['wait_s_max']:.3f}), step {r['step_s_median']:.3f} s, iteration / step "
-              f"{r['iteration_over_step']:.2f}")
+              f"{r['wait_s_max']:.3f}), step {r['step_s_median']:.3f} s, iteration {r['iteration_s_mean']:.3f} s = "
+              f"{r['iteration_s_mean'] / result['train_step_s']:.2f}x the pure step (a re-fork also slows the steps "
+              f"around it)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

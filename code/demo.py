@@ -1,6 +1,6 @@
 """A CPU demo of what unlabeled data buys: SS-Net vs the supervised-only U-Net.
 
-    python code/demo.py            # one seed (about 10 minutes on 2 CPU cores), beside the stored K = 5 run
+    python code/demo.py            # one seed (about 6 minutes on 2 CPU cores), beside the stored K = 5 run
     python code/demo.py --seeds 5  # the pre-registered K = 5 experiment of the README
     python code/demo.py --quick    # the same pipeline in under a minute (tests)
 
