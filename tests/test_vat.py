@@ -291,3 +291,18 @@ def test_uniform_noise_is_the_released_draw():
     if torch.cuda.is_available():
         torch.manual_seed(3)
         assert torch.equal(uniform_noise(torch.Size((2, 1, 8, 8)), torch.device("cuda")).cpu(), ref)
+
+
+@pytest.mark.parametrize("distance,shape", [("dice", (2, 2, 6, 5, 4)), ("class_dice", (3, 4, 7, 6))])
+def test_vat_dice_distances_agree_with_losses(distance, shape):
+    """vat.py keeps its own Dice (it is copied alone); it must equal losses.py's to float rounding:
+    the LA distance is binary_dice_loss over the whole softmax tensors, the ACDC one soft_dice_loss."""
+    from utils.losses import binary_dice_loss, soft_dice_loss
+    from utils.vat import vat_distance
+    g = torch.Generator().manual_seed(7)
+    logits_hat = torch.randn(shape, generator=g)
+    p = torch.softmax(torch.randn(shape, generator=g), dim=1)
+    q = torch.softmax(logits_hat, dim=1)
+    ours = vat_distance(logits_hat, p, distance)
+    reference = binary_dice_loss(q, p) if distance == "dice" else soft_dice_loss(q, p)
+    assert torch.allclose(ours, reference, rtol=1e-6, atol=1e-7), (float(ours), float(reference))
