@@ -71,10 +71,8 @@ def train_and_test(name: str, exp: str, extra: List[str], data: str, models: str
     result = test_acdc.main(["--root_path", data, "--model_root", models, "--exp", exp,
                              "--labelnum", str(b["labelnum"]), "--device", device, "--save_nii", "0",
                              "--detail", "0", "--patch_size", str(b["patch"]), str(b["patch"])])
-    dice: Dict[str, List[float]] = {}
-    for row in result["per_case"]:
-        dice.setdefault(row["case"], []).append(float(row["dice"]))
-    return {m: float(result["mean"][m]) for m in METRICS}, [sum(v) / len(v) for v in dice.values()]
+    from engine.evaluation import per_case_dice
+    return {m: float(result["mean"][m]) for m in METRICS}, list(per_case_dice(result["per_case"]).values())
 
 
 def examples(data: str, models: str, b: Dict[str, int], out_png: str, device: str) -> None:

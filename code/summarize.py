@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from engine.evaluation import per_case_dice
 from utils.statistics import mean_sd, paired_bootstrap, wilcoxon_p
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,18 +67,6 @@ RESULT_DIRS = {"test": "best", "test_last": "last"}
 BASELINE_EXPS = ("UAMT", "SASSNet", "DTC", "URPC", "MCNet")
 
 
-def _per_case_dice(perf: Dict[str, object]) -> Dict[str, float]:
-    """Per-case Dice in %: LA one row per case; ACDC the mean over the classes of each volume."""
-    values: Dict[str, List[float]] = {}
-    for row in perf.get("per_case") or []:
-        values.setdefault(str(row["case"]), []).append(float(row["dice"]))
-    out = {}
-    for case, v in values.items():
-        finite = [x for x in v if x == x]
-        out[case] = 100 * sum(finite) / len(finite) if finite else float("nan")
-    return out
-
-
 def _seed_of(snapshot: str, exp: str) -> Tuple[str, int]:
     """(experiment without the seed suffix, seed): the seed from the run's config.json, else from an
     ``_seed<S>`` suffix of the experiment name, else 1337 (the released seed, the default)."""
@@ -110,7 +99,7 @@ def collect(model_root: str) -> List[Dict[str, object]]:
                      "which": RESULT_DIRS[result_dir], "path": path,
                      "dice": 100 * mean["dice"], "jaccard": 100 * mean["jaccard"],
                      "hd95": mean["hd95"], "asd": mean["asd"], "empty": perf.get("empty_predictions", 0),
-                     "per_case": _per_case_dice(perf)})
+                     "per_case": {c: 100 * d for c, d in per_case_dice(perf.get("per_case") or []).items()}})
     return rows
 
 

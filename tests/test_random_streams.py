@@ -185,9 +185,8 @@ def test_acdc_resume_mid_epoch_across_a_validation_is_exact(acdc_root, tmp_path,
     assert resumed["iter_num"] == 6
     for k, v in straight["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
-    for name in ("torch", "python"):
-        assert straight["rng"][name] == resumed["rng"][name] if name == "python" else \
-            torch.equal(straight["rng"][name], resumed["rng"][name])
+    assert torch.equal(straight["rng"]["torch"], resumed["rng"]["torch"])
+    assert straight["rng"]["python"] == resumed["rng"]["python"]
     assert np.array_equal(straight["rng"]["numpy"][1], resumed["rng"]["numpy"][1])
     for m, n in zip(straight["method"]["memory"], resumed["method"]["memory"]):
         assert (m is None and n is None) or torch.equal(m, n)
