@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.separation import PrototypeMemory, separation_loss, separation_step, split_by_class
+from utils.separation import PrototypeMemory, SeparationHeads, separation_loss, separation_step, split_by_class
 
 D = 32  # embedding size of SS-Net's heads
 
@@ -51,6 +51,12 @@ class TinySSNet(nn.Module):
 def _model(dims=2, num_classes=3, seed=0):
     torch.manual_seed(seed)
     return TinySSNet(dims, num_classes).train()
+
+
+def _heads(model):
+    """The model's four heads as a user with their own heads passes them."""
+    return SeparationHeads(model.projection_head, model.prediction_head, model.feature_selectors,
+                           model.memory_selectors)
 
 
 class FirstCoordinate(nn.Module):
@@ -161,9 +167,28 @@ def test_memory_replaces_keeps_absent_classes_and_handles_single_and_empty():
     assert mem.memory[2] is old_two  # absent class keeps its memory
     mem.update(torch.zeros(0, D), torch.zeros(0, dtype=torch.long), sel)  # no candidates at all
     assert torch.equal(mem.memory[1], b)
-    # stored rows are rows of the given class only
-    mem.reset()
-    assert mem.memory == [None, None, None]
+
+
+def test_memory_state_dict_round_trips_exactly():
+    sel = [FirstCoordinate()] * 3
+    mem = PrototypeMemory(3, per_class=4)
+    mem.update(torch.randn(7, D), torch.tensor([1, 1, 1, 2, 1, 1, 1]), sel)
+    state = mem.state_dict()
+    assert state["memory"][0] is None and state["memory"][1].device.type == "cpu"
+    assert all(m is None or not m.requires_grad for m in state["memory"])
+    for device in (None, torch.device("cpu")):
+        other = PrototypeMemory(3, per_class=4)
+        other.load_state_dict(state, device=device)
+        assert other.memory[0] is None
+        for c in (1, 2):
+            assert other.memory[c].dtype == mem.memory[c].dtype and torch.equal(other.memory[c], mem.memory[c])
+        assert other.state_dict()["memory"][1].equal(state["memory"][1])
+    other.load_state_dict({"memory": [None] * 3})  # an empty memory
+    assert other.memory == [None, None, None]
+    with pytest.raises(ValueError, match="3 classes"):
+        other.load_state_dict({"memory": [None] * 2})
+    with pytest.raises(ValueError, match=r"class 1 holds \(5, 32\)"):
+        other.load_state_dict({"memory": [None, torch.zeros(5, D), None]})  # more than per_class
 
 
 def test_memory_is_detached_and_on_the_features_device():
@@ -323,8 +348,7 @@ def test_separation_step_matches_naive_composition(dims, shape):
     labels.view(-1)[::4] = 0  # some wrong / background voxels
     mem = PrototypeMemory(num_classes, per_class=6)
     twin = copy.deepcopy(model)
-    loss_l, loss_u = separation_step(features, probs, labels, 2, mem, model.projection_head, model.prediction_head,
-                                     model.feature_selectors, model.memory_selectors)
+    loss_l, loss_u = separation_step(features, probs, labels, 2, mem, _heads(model))
     ref_mem = [None] * num_classes
     ref_l, ref_u = naive_step(twin, features.detach(), probs.detach(), labels, 2, ref_mem, 6)
     assert loss_l.item() == pytest.approx(float(torch.as_tensor(ref_l).detach()), rel=1e-5)
@@ -350,8 +374,7 @@ def test_projection_is_done_in_eval_mode_and_mode_restored_on_error():
     logits, features = model(torch.randn(3, 1, 6, 6))
     probs = torch.softmax(logits, 1)
     labels = probs[:2].argmax(1)
-    separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), model.projection_head,
-                    model.prediction_head, model.feature_selectors, model.memory_selectors)
+    separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), _heads(model))
     assert seen == [False, True, True]  # candidates (eval), labeled, unlabeled (train)
     hook.remove()
 
@@ -361,8 +384,7 @@ def test_projection_is_done_in_eval_mode_and_mode_restored_on_error():
 
     model.projection_head[1].register_forward_pre_hook(boom)
     with pytest.raises(RuntimeError, match="boom"):
-        separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), model.projection_head,
-                        model.prediction_head, model.feature_selectors, model.memory_selectors)
+        separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), _heads(model))
     assert all(m.training for m in model.projection_head.modules())
 
 
@@ -372,8 +394,7 @@ def test_separation_step_all_labeled_and_autocast():
     probs = torch.softmax(logits, 1)
     labels = torch.ones(2, 4, 4, 2, dtype=torch.uint8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        l_l, l_u = separation_step(features, probs, labels, 2, PrototypeMemory(2, 4), model.projection_head,
-                                   model.prediction_head, model.feature_selectors, model.memory_selectors)
+        l_l, l_u = separation_step(features, probs, labels, 2, PrototypeMemory(2, 4), _heads(model))
     assert l_u.item() == 0.0
     for v in (l_l, l_u):
         assert v.dtype == torch.float32 and v.dim() == 0 and torch.isfinite(v)
@@ -393,8 +414,7 @@ def test_bad_step_arguments_raise():
     model = _model(2, 2)
     logits, features = model(torch.randn(3, 1, 4, 4))
     probs = torch.softmax(logits, 1)
-    args = (PrototypeMemory(2), model.projection_head, model.prediction_head, model.feature_selectors,
-            model.memory_selectors)
+    args = (PrototypeMemory(2), _heads(model))
     with pytest.raises(ValueError, match="labeled_bs"):
         separation_step(features, probs, torch.zeros(3, 4, 4, dtype=torch.long), 4, *args)
     with pytest.raises(ValueError, match="labels"):
@@ -405,7 +425,28 @@ def test_bad_step_arguments_raise():
         separation_step(features, probs, torch.zeros(2, 4, 4), 2, *args)
 
 
-def test_heads_argument_equals_explicit_heads():
+@pytest.mark.parametrize("spatial", [(), (2, 2, 2, 2)])
+def test_step_rejects_other_than_1_2_or_3_spatial_dims(spatial):
+    """Consistent shapes with 0 or 4 spatial dims: refused by the rank check, naming the shapes."""
+    model = _model(2, 2)
+    features = torch.randn((3, 16) + spatial)
+    probs = torch.softmax(torch.randn((3, 2) + spatial), 1)
+    labels = torch.zeros((2,) + spatial, dtype=torch.long)
+    shapes = r"features \(3, 16.*probs \(3, 2.*1, 2 or 3 spatial dims"
+    with pytest.raises(ValueError, match=shapes):
+        separation_step(features, probs, labels, 2, PrototypeMemory(2), _heads(model))
+
+
+def test_step_accepts_one_spatial_dim():
+    """(B, F, N) point sets, as code/two_moons.py passes them."""
+    model = _model(2, 2)
+    features = torch.randn(4, 16, 5)
+    probs = torch.softmax(torch.randn(4, 2, 5), 1)
+    l_l, l_u = separation_step(features, probs, probs[:2].argmax(1), 2, PrototypeMemory(2), _heads(model))
+    assert torch.isfinite(l_l) and torch.isfinite(l_u)
+
+
+def test_model_as_heads_equals_separation_heads():
     model = _model(2, 3)
     torch.manual_seed(9)
     logits, features = model(torch.randn(4, 1, 6, 6))
@@ -413,12 +454,9 @@ def test_heads_argument_equals_explicit_heads():
     labels = probs[:2].argmax(1)
     twin = copy.deepcopy(model)
     a = separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), heads=model)
-    b = separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), twin.projection_head,
-                        twin.prediction_head, twin.feature_selectors, twin.memory_selectors)
+    b = separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), _heads(twin))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    with pytest.raises(ValueError, match="not both"):
-        separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), model.projection_head, heads=model)
-    with pytest.raises(ValueError, match="missing"):
-        separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), model.projection_head)
     with pytest.raises(ValueError, match="lacks"):
         separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), heads=nn.Linear(2, 2))
+    with pytest.raises(TypeError):  # the four heads as separate arguments: no longer a calling form
+        separation_step(features, probs, labels, 2, PrototypeMemory(3, 4), *_heads(model))

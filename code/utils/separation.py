@@ -17,22 +17,27 @@ class:
   ``L = sum_c L_c / C`` over all C classes (skipped classes count as 0).
 * :func:`separation_step` - the whole per-iteration separation step of the
   released training scripts (candidates, projection, memory update, labeled
-  and unlabeled losses).
+  and unlabeled losses): ``(L_cs^l, L_cs^u)``, weighted in the total loss as
+  ``dice + w(t) * (lds + 0.1 * (L_cs^l + L_cs^u))``. Its ``heads`` argument is
+  any object with the attributes ``projection_head``, ``prediction_head``,
+  ``feature_selectors`` and ``memory_selectors``: SS-Net's V-Net / U-Net, or a
+  :class:`SeparationHeads` of your own heads.
 
 Copy-ready: imports only torch and the standard library; no device is
-hard-coded; 2D and 3D feature maps are accepted by :func:`separation_step`.
+hard-coded; :func:`separation_step` takes (B, C, *spatial) maps with 1
+(point sets), 2 or 3 spatial dims.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["PrototypeMemory", "separation_loss", "separation_step", "split_by_class", "KEEP_MODES",
-           "MEMORY_WEIGHTINGS"]
+__all__ = ["PrototypeMemory", "SeparationHeads", "separation_loss", "separation_step", "split_by_class",
+           "KEEP_MODES", "MEMORY_WEIGHTINGS"]
 
 KEEP_MODES = ("lowest", "highest")
 MEMORY_WEIGHTINGS = ("released", "mean")
@@ -128,9 +133,28 @@ class PrototypeMemory:
         self.keep = keep
         self.memory: List[Optional[torch.Tensor]] = [None] * num_classes
 
-    def reset(self) -> None:
-        """Forget every stored vector."""
-        self.memory = [None] * self.num_classes
+    def state_dict(self) -> Dict[str, List[Optional[torch.Tensor]]]:
+        """``{"memory": [None or the (n_c, D) tensor of class c, moved to the CPU]}``, for a checkpoint."""
+        return {"memory": [None if m is None else m.detach().cpu() for m in self.memory]}
+
+    def load_state_dict(self, state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
+        """Restore a :meth:`state_dict`, moving the tensors to ``device`` when given.
+
+        Raises:
+            ValueError: unless ``state["memory"]`` has one entry per class, each None
+                or an (n_c, D) tensor with 1 <= n_c <= ``per_class``.
+        """
+        memory = list(state["memory"])
+        if len(memory) != self.num_classes:
+            raise ValueError(f"PrototypeMemory.load_state_dict: {len(memory)} entries for "
+                             f"{self.num_classes} classes.")
+        for c, m in enumerate(memory):
+            if m is not None and (not isinstance(m, torch.Tensor) or m.dim() != 2
+                                  or not 1 <= m.shape[0] <= self.per_class):
+                shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ValueError(f"PrototypeMemory.load_state_dict: class {c} holds {shape}, need None or "
+                                 f"(n, D) with 1 <= n <= {self.per_class}.")
+        self.memory = [m if m is None or device is None else m.to(device) for m in memory]
 
     def update(self, features: torch.Tensor, labels: torch.Tensor, selectors: Sequence[nn.Module]) -> None:
         """Store the vectors of each class present in ``labels``.
@@ -264,31 +288,31 @@ def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequen
     return loss / num_classes
 
 
-_HEAD_NAMES = ("projection_head", "prediction_head", "feature_selectors", "memory_selectors")
+class SeparationHeads(NamedTuple):
+    """The four heads :func:`separation_step` needs, for users with their own heads.
+
+    SS-Net's V-Net / U-Net carry them as attributes and are passed as they are.
+    """
+
+    projection_head: nn.Module  #: (n, F) -> (n, D), run in eval mode for the memory candidates
+    prediction_head: nn.Module  #: (n, D) -> (n, D)
+    feature_selectors: Sequence[nn.Module]  #: per class, (n, D) -> (n, 1) scores of the features
+    memory_selectors: Sequence[nn.Module]  #: per class, (n, D) -> (n, 1) scores of the memory
 
 
-def _resolve_heads(heads: Optional[object], *explicit: object) -> tuple:
-    """The four heads, from ``heads=`` attributes or from the explicit arguments (exactly one way)."""
-    if heads is not None:
-        if any(h is not None for h in explicit):
-            raise ValueError("separation_step: pass heads=model OR the four heads explicitly, not both.")
-        missing = [n for n in _HEAD_NAMES if not hasattr(heads, n)]
-        if missing:
-            raise ValueError(f"separation_step: heads={type(heads).__name__} lacks the attribute(s) {missing}.")
-        return tuple(getattr(heads, n) for n in _HEAD_NAMES)
-    missing = [n for n, h in zip(_HEAD_NAMES, explicit) if h is None]
+def _heads(heads: object) -> SeparationHeads:
+    """The four heads of ``heads``, read from its attributes."""
+    missing = [n for n in SeparationHeads._fields if not hasattr(heads, n)]
     if missing:
-        raise ValueError(f"separation_step: missing {missing}; pass them, or heads=model.")
-    return explicit
+        raise ValueError(f"separation_step: heads ({type(heads).__name__}) lacks the attribute(s) {missing}; "
+                         "pass SS-Net's network or a SeparationHeads(...).")
+    return SeparationHeads(*(getattr(heads, n) for n in SeparationHeads._fields))
 
 
 def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, labeled_bs: int,
-                    memory: PrototypeMemory, projection_head: Optional[nn.Module] = None,
-                    prediction_head: Optional[nn.Module] = None,
-                    feature_selectors: Optional[Sequence[nn.Module]] = None,
-                    memory_selectors: Optional[Sequence[nn.Module]] = None, *, heads: Optional[object] = None,
+                    memory: PrototypeMemory, heads: object, *,
                     memory_weighting: str = "released") -> Tuple[torch.Tensor, torch.Tensor]:
-    """One SS-Net separation step (steps 2-4 of a training iteration); returns (L_cs labeled, L_cs unlabeled).
+    """One SS-Net separation step (steps 2-4 of a training iteration); returns ``(L_cs^l, L_cs^u)``.
 
     1. predictions = argmax of the labeled probs, pseudo-labels = argmax of the
        unlabeled probs;
@@ -296,25 +320,26 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
        their features (channels-last) go through ``projection_head`` in eval mode
        without gradient (every submodule's mode is restored afterwards, also on
        an exception) and update ``memory``;
-    3. all labeled voxel features -> projection_head -> prediction_head (current
-       mode, with gradient) -> :func:`separation_loss` grouped by the TRUE labels;
-    4. all unlabeled voxel features -> the same heads -> :func:`separation_loss`
-       grouped by the pseudo-labels.
+    3. ``L_cs^l`` = :func:`separation_loss` (Eq. (4)) of all labeled voxel features
+       -> projection_head -> prediction_head (current mode, with gradient),
+       grouped by the TRUE labels;
+    4. ``L_cs^u`` = the same for all unlabeled voxel features, grouped by the
+       pseudo-labels.
 
-    Pass the four heads explicitly, or ``heads=model`` for any object with the
-    attributes ``projection_head``, ``prediction_head``, ``feature_selectors``
-    and ``memory_selectors`` (SS-Net's V-Net and U-Net have them), not both.
+    SS-Net weights them as ``w(t) * 0.1 * (L_cs^l + L_cs^u)`` in the total loss.
 
     Args:
-        features: (B, F, *spatial) decoder features from the train-mode forward.
+        features: (B, F, *spatial) decoder features from the train-mode forward,
+            1, 2 or 3 spatial dims.
         probs: (B, C, *spatial) softmax probabilities of the same forward.
         labels: (labeled_bs, *spatial) or (labeled_bs, 1, *spatial) integer labels of
             the first ``labeled_bs`` samples.
         labeled_bs: number of labeled samples at the start of the batch (1..B).
         memory: the :class:`PrototypeMemory` (updated in place).
-        projection_head, prediction_head: (n, F) -> (n, D) and (n, D) -> (n, D) heads.
-        feature_selectors, memory_selectors: per-class selectors, see :func:`separation_loss`.
-        heads: instead of the four above, an object carrying them as attributes.
+        heads: any object with the attributes ``projection_head`` ((n, F) -> (n, D)),
+            ``prediction_head`` ((n, D) -> (n, D)), ``feature_selectors`` and
+            ``memory_selectors`` (per class, see :func:`separation_loss`): SS-Net's
+            V-Net / U-Net, or a :class:`SeparationHeads`.
         memory_weighting: see :func:`separation_loss`.
 
     Returns:
@@ -326,15 +351,14 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
     loss): 4 per call with unlabeled samples; there is no ``.item()`` or ``.cpu()``.
 
     Raises:
-        ValueError: on inconsistent shapes, ``labeled_bs`` outside 1..B, or heads
-            given both ways / not at all.
+        ValueError: on inconsistent shapes, a rank other than 1, 2 or 3 spatial dims,
+            ``labeled_bs`` outside 1..B, or ``heads`` without the four attributes.
     """
-    projection_head, prediction_head, feature_selectors, memory_selectors = _resolve_heads(
-        heads, projection_head, prediction_head, feature_selectors, memory_selectors)
-    if features.dim() < 3 or probs.dim() != features.dim():
+    projection_head, prediction_head, feature_selectors, memory_selectors = _heads(heads)
+    if features.dim() not in (3, 4, 5) or probs.dim() != features.dim():
         raise ValueError(
             f"separation_step: features {tuple(features.shape)} and probs {tuple(probs.shape)} must both be "
-            "(B, channels, *spatial) with 2 or 3 spatial dims."
+            "(B, channels, *spatial) with 1, 2 or 3 spatial dims."
         )
     batch, spatial = features.shape[0], tuple(features.shape[2:])
     if probs.shape[0] != batch or tuple(probs.shape[2:]) != spatial:
