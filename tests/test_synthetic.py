@@ -146,3 +146,22 @@ def test_cli_raw_acdc(tmp_path):
                           "--dataset", "LA", "--out", out, "--cases", "1"], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert bad.returncode != 0 and ">= 2" in bad.stderr
+
+
+def test_per_dataset_modules_and_reexports():
+    """The generators live in synthetic_la / synthetic_acdc; dataloaders.synthetic re-exports them, and
+    either module imports first in a fresh interpreter (they import synthetic's shared helpers)."""
+    import dataloaders.synthetic as synthetic
+    import dataloaders.synthetic_acdc as synthetic_acdc
+    import dataloaders.synthetic_la as synthetic_la
+    assert synthetic.make_la is synthetic_la.make_la and synthetic.la_case is synthetic_la.la_case
+    assert synthetic.make_acdc is synthetic_acdc.make_acdc and synthetic.ACDC_GROUPS is synthetic_acdc.ACDC_GROUPS
+    assert synthetic_la.smooth_noise is synthetic_acdc.smooth_noise is synthetic.smooth_noise
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        synthetic.nope  # noqa: B018
+    for first in ("synthetic_la", "synthetic_acdc"):
+        res = subprocess.run([sys.executable, "-c", f"import dataloaders.{first}; from dataloaders.synthetic import *; "
+                              "print(make_la.__module__, make_acdc.__module__)"], capture_output=True, text=True,
+                             cwd=os.path.join(ROOT, "code"), timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["dataloaders.synthetic_la", "dataloaders.synthetic_acdc"]
