@@ -23,13 +23,14 @@ options are e.g. ``-- --deterministic 0`` (cudnn.benchmark) and
 on the same volume it is timed on.
 """
 import argparse
+import contextlib
 import json
 import logging
 import platform
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -41,9 +42,18 @@ from networks.net_factory import resolve_device
 from engine.host_memory import keep_freed_host_memory
 from engine.inference import test_single_case, test_single_volume_2d
 from engine.inference import AMP_MODES
-from engine.trainer import make_optimizer, seed_everything, setup_speed, train_step
+from engine.run import seed_everything
+from engine.speed import setup_speed
+from engine.trainer import make_optimizer, train_step
 
-SETTINGS = {"la": (train_la, "LA", 2), "acdc": (train_acdc, "ACDC", 4)}
+#: --setting -> the training script whose flags, loader and method are timed
+SETTINGS = {"la": train_la, "acdc": train_acdc}
+
+
+def setting(name: str):
+    """(training script module, its dataset description, C) of ``--setting name``."""
+    module = SETTINGS[name]
+    return module, module.DATASET, module.DATASET.num_classes
 
 
 def sync(device: torch.device) -> None:
@@ -65,8 +75,59 @@ def synthetic_batch(dataset: str, batch: int, patch: List[int], num_classes: int
     return image.to(device), label.to(device)
 
 
+@contextlib.contextmanager
+def phase_marks(method: object, optimizer: torch.optim.Optimizer, hook: Callable[[str], None],
+                compiled: bool) -> Iterator[Callable[[], None]]:
+    """Phase marks inside :func:`engine.trainer.train_step`, set up here so that the training code
+    carries no timing hooks: ``hook(name)`` is called when a phase ends: after the method's first
+    forward pass of a step (``forward``; not with a compiled network), after SS-Net's separation
+    step (``separation``), after its VAT loss (``vat``, which includes the supervised Dice computed
+    before it) and when the optimiser step starts (``backward``); the caller marks the end of the
+    step. A phase a method lacks (a baseline, ``--cs off``) is not marked; its time goes to the
+    next mark. Yields ``new_step()``, to call before each step; everything is restored on exit."""
+    import methods.ssnet as ssnet_module
+
+    model, vat = method.model, getattr(method, "vat", None)
+    separation, step = ssnet_module.separation_step, optimizer.step
+    forwards = [0]
+
+    def marked(fn: Callable, name: str) -> Callable:
+        def wrapper(*a, **k):
+            out = fn(*a, **k)
+            hook(name)
+            return out
+        return wrapper
+
+    def first_forward(*a, **k):
+        out = type(model).forward(model, *a, **k)
+        forwards[0] += 1
+        if forwards[0] == 1:
+            hook("forward")
+        return out
+
+    def marked_step(*a, **k):
+        hook("backward")
+        return step(*a, **k)
+
+    if not compiled:
+        model.forward = first_forward
+    ssnet_module.separation_step = marked(separation, "separation")
+    optimizer.step = marked_step
+    if vat is not None:
+        method.vat = marked(vat, "vat")
+    try:
+        yield lambda: forwards.__setitem__(0, 0)
+    finally:
+        ssnet_module.separation_step = separation
+        del optimizer.step
+        if not compiled:
+            del model.forward
+        if vat is not None:
+            method.vat = vat
+
+
 def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
-    module, dataset, num_classes = SETTINGS[args.setting]
+    module, dataset, num_classes = setting(args.setting)
     targs = module.parse_args(["--device", str(device), "--batch_size", str(args.batch_size), "--labeled_bs",
                                str(args.labeled_bs), "--patch_size", *map(str, args.patch_size),
                                "--amp", args.amp] + args.train_flags)
@@ -82,22 +143,23 @@ def time_training(args: argparse.Namespace, device: torch.device) -> Dict[str, o
         sync(device)
         marks.append((name, time.perf_counter()))
 
-    method.phase_hook = hook
     totals, phases = [], {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    # iter_num past the ramp-up so every loss term has its full weight
-    for i in range(args.warmup + args.iters):
-        marks.clear()
-        sync(device)
-        t0 = time.perf_counter()
-        marks.append(("start", t0))
-        train_step(method, optimizer, image, label, 10 ** 6, amp=speed.amp, channels_last=speed.channels_last)
-        sync(device)
-        if i >= args.warmup:
-            totals.append(time.perf_counter() - t0)
-            for (_, a), (name, b) in zip(marks[:-1], marks[1:]):
-                phases.setdefault(name, []).append(b - a)
+    with phase_marks(method, optimizer, hook, speed.compiled) as new_step:
+        # iter_num past the ramp-up so every loss term has its full weight
+        for i in range(args.warmup + args.iters):
+            marks.clear()
+            new_step()
+            sync(device)
+            t0 = time.perf_counter()
+            marks.append(("start", t0))
+            train_step(method, optimizer, image, label, 10 ** 6, amp=speed.amp, channels_last=speed.channels_last)
+            hook("step")  # after_step's work ends the optimiser phase
+            if i >= args.warmup:
+                totals.append(time.perf_counter() - t0)
+                for (_, a), (name, b) in zip(marks[:-1], marks[1:]):
+                    phases.setdefault(name, []).append(b - a)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
     return {"amp": speed.amp, "channels_last": speed.channels_last, "compiled": speed.compiled,
             "train_step_s": statistics.median(totals), "train_step_all_s": totals,
@@ -110,14 +172,14 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Di
     the time ``next()`` blocks between real training steps (same flags, ``--num_workers``)."""
     import tempfile
 
-    from dataloaders.splits import read_list
     from dataloaders.synthetic import make_acdc, make_la
-    from engine.trainer import EpochStream
+    from engine import training
+    from engine.stream import EpochStream
 
-    module, dataset, num_classes = SETTINGS[args.setting]
+    module, dataset, num_classes = setting(args.setting)
     out: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as root:
-        if dataset == "LA":
+        if dataset.spatial_dims == 3:
             make_la(root, cases=2 * args.loader_cases + 2, seed=0,
                     size=[int(p * 1.3) for p in args.patch_size])
         else:
@@ -129,10 +191,7 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Di
                      "--loader", kind] + args.train_flags
             targs = module.parse_args(flags)
             seed_everything(targs.seed, deterministic=True)
-            if dataset == "LA":
-                loader, _ = module.build_loader(targs, len(read_list(f"{root}/train.list")))
-            else:
-                loader = module.build_loader(targs)
+            loader = training.build_loader(targs, dataset)[0]
             method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
             speed = setup_speed(targs, method.model, device, deterministic=True)
             optimizer = make_optimizer(method.model, targs.base_lr)
@@ -160,12 +219,12 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> Dict[str, Di
 
 
 def time_inference(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
-    module, dataset, num_classes = SETTINGS[args.setting]
+    module, dataset, num_classes = setting(args.setting)
     from networks.net_factory import net_factory
-    model = net_factory("VNet" if dataset == "LA" else "unet", 1, num_classes, "test", device).eval()
+    model = net_factory(dataset.model, 1, num_classes, "test", device).eval()
     out = {}
     rng = np.random.default_rng(0)
-    if dataset == "LA":
+    if dataset.validation == "sliding_window":
         vol = rng.standard_normal(args.volume).astype(np.float32)
         patch = tuple(args.patch_size)
         from engine.inference import sliding_window_starts

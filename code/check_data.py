@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from datasets import get_dataset, names
 from dataloaders.acdc import ACDC_NUM_CLASSES, acdc_slice_path, acdc_volume_path
 from dataloaders.h5io import DataError, load_h5, validate_pair
 from dataloaders.la_heart import LA_NUM_CLASSES, la_case_path
@@ -213,28 +214,37 @@ def _names_ok(names: list[str], path: str, rep: _Report) -> bool:
     return not bad
 
 
+#: on-disk layout (``DatasetDescription.layout``) -> its check
+LAYOUT_CHECKS = {"LA": _check_la, "ACDC": _check_acdc}
+
+
 def check_data(dataset: str, root: str, any_size: bool = False, progress: bool = False
                ) -> tuple[list[str], dict[str, int], list[str]]:
-    """Check the data folder ``root`` of ``dataset`` (``"LA"`` or ``"ACDC"``).
+    """Check the data folder ``root`` of ``dataset`` (a registered name, :mod:`datasets`): the
+    on-disk layout its description names (``layout``: ``"LA"`` or ``"ACDC"``).
 
     Returns:
         (problems, sizes, notes): one message per problem (path + fix), the sizes
         found (list lengths, patients, labeled slices), informational notes.
+
+    Raises:
+        ValueError: an unknown dataset, or one whose layout has no check here.
     """
-    if dataset not in ("LA", "ACDC"):
-        raise ValueError(f"dataset must be 'LA' or 'ACDC', got {dataset!r}.")
+    layout = get_dataset(dataset).layout
+    if layout not in LAYOUT_CHECKS:
+        raise ValueError(f"dataset {dataset}: no check for the layout {layout!r} (known: {', '.join(LAYOUT_CHECKS)})")
     rep = _Report()
     if not os.path.isdir(root):
         rep.problem(f"{root}: folder not found. Give the data folder that holds the .list files "
                     "(e.g. data/LA or data/ACDC).")
         return rep.problems, {}, rep.notes
-    sizes = (_check_la if dataset == "LA" else _check_acdc)(root, any_size, rep, progress)
+    sizes = LAYOUT_CHECKS[layout](root, any_size, rep, progress)
     return rep.problems, sizes, rep.notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check an LA or ACDC data folder before training.")
-    parser.add_argument("dataset", choices=["LA", "ACDC"], help="which layout to check")
+    parser.add_argument("dataset", choices=names(), help="which dataset's layout to check")
     parser.add_argument("root", help="data folder (the one holding the .list files)")
     parser.add_argument("--any-size", action="store_true",
                         help="do not require the real split sizes (synthetic or subset data)")

@@ -24,10 +24,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from datasets import get_dataset
+from engine.run import REPO_ROOT
 from networks.net_factory import net_factory
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPER_TABLES = os.path.join(ROOT, "data", "paper_tables.csv")
+PAPER_TABLES = os.path.join(REPO_ROOT, "data", "paper_tables.csv")
 
 
 @dataclass
@@ -39,29 +40,39 @@ class Row:
     note: str = ""
 
 
+#: the paper's rows per dataset, in its table order: (method name in the paper, --method whose network
+#: is counted (from the dataset description), SS-Net heads included, note)
+TABLE_ROWS = {
+    "LA": (("V-Net", "ssnet", False, "backbone"),
+           ("UA-MT", "uamt", False, "student V-Net (EMA teacher not counted)"),
+           ("SASSNet", "sassnet", True, "V-Net + 2-ch tanh SDF head (discriminator not counted)"),
+           ("DTC", "dtc", True, "V-Net + 2-ch tanh SDF head"),
+           ("URPC", "urpc", True, "3D U-Net, deep supervision, InstanceNorm"),
+           ("MC-Net", "mcnet", True, "V-Net encoder + deconv and trilinear decoders"),
+           ("SS-Net", "ssnet", True, "V-Net + SS-Net heads")),
+    "ACDC": (("U-Net", "ssnet", False, "backbone"),
+             ("UA-MT", "uamt", False, "student U-Net (EMA teacher not counted)"),
+             ("SASSNet", "sassnet", True, "U-Net + 4-ch 3x3 tanh SDF head (discriminator not counted)"),
+             ("DTC", "dtc", True, "U-Net + 4-ch 3x3 tanh SDF head"),
+             ("URPC", "urpc", True, "U-Net + 4 aux 3x3 heads (dp4 unused)"),
+             ("MC-Net", "mcnet", True, "U-Net encoder + bilinear and deconv decoders"),
+             ("SS-Net", "ssnet", True, "U-Net + SS-Net heads")),
+}
+
+
 def rows() -> List[Row]:
-    """The networks to count, in the paper's table order (the baselines as their methods build them)."""
-    la, acdc = (1, 1, 112, 112, 80), (1, 1, 256, 256)
+    """The networks to count, in the paper's table order (the baselines as their methods build them),
+    at the released patch of each dataset (batch 1)."""
+    def net(name: str, classes: int, heads: bool) -> Callable[[], nn.Module]:
+        return lambda: net_factory(name, 1, classes, "test", "cpu", with_heads=heads)
 
-    def net(name: str, classes: int, **kw: bool) -> Callable[[], nn.Module]:
-        return lambda: net_factory(name, 1, classes, "test", "cpu", **kw)
-
-    return [
-        Row("LA", "V-Net", net("VNet", 2, with_heads=False), la, "backbone"),
-        Row("LA", "UA-MT", net("VNet", 2, with_heads=False), la, "student V-Net (EMA teacher not counted)"),
-        Row("LA", "SASSNet", net("vnet_sdf", 2), la, "V-Net + 2-ch tanh SDF head (discriminator not counted)"),
-        Row("LA", "DTC", net("vnet_sdf", 2), la, "V-Net + 2-ch tanh SDF head"),
-        Row("LA", "URPC", net("unet_3D_dv_semi", 2), la, "3D U-Net, deep supervision, InstanceNorm"),
-        Row("LA", "MC-Net", net("mcnet3d_v1", 2), la, "V-Net encoder + deconv and trilinear decoders"),
-        Row("LA", "SS-Net", net("VNet", 2), la, "V-Net + SS-Net heads"),
-        Row("ACDC", "U-Net", net("unet", 4, with_heads=False), acdc, "backbone"),
-        Row("ACDC", "UA-MT", net("unet", 4, with_heads=False), acdc, "student U-Net (EMA teacher not counted)"),
-        Row("ACDC", "SASSNet", net("unet_sdf", 4), acdc, "U-Net + 4-ch 3x3 tanh SDF head (discriminator not counted)"),
-        Row("ACDC", "DTC", net("unet_sdf", 4), acdc, "U-Net + 4-ch 3x3 tanh SDF head"),
-        Row("ACDC", "URPC", net("unet_urpc", 4), acdc, "U-Net + 4 aux 3x3 heads (dp4 unused)"),
-        Row("ACDC", "MC-Net", net("mcnet2d_v1", 4), acdc, "U-Net encoder + bilinear and deconv decoders"),
-        Row("ACDC", "SS-Net", net("unet", 4), acdc, "U-Net + SS-Net heads"),
-    ]
+    out = []
+    for dataset, table in TABLE_ROWS.items():
+        d = get_dataset(dataset)
+        for paper_name, method, heads, note in table:
+            network = d.method(method).network
+            out.append(Row(dataset, paper_name, net(network, d.num_classes, heads), (1, 1, *d.patch_size), note))
+    return out
 
 
 def paper_complexity(path: str = PAPER_TABLES) -> Dict[Tuple[str, str], Tuple[float, float]]:

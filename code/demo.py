@@ -28,8 +28,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from engine.run import REPO_ROOT as ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("dice", "jaccard", "hd95", "asd")
 RUNS = (("supervised", "Supervised", ["--supervised_only"]), ("ssnet", "SSNet", []))
 #: --seeds K runs the first K of these (pre-registered in the README before the K = 5 run)
@@ -86,12 +86,13 @@ def examples(data: str, models: str, b: Dict[str, int], out_png: str, device: st
     from dataloaders.splits import read_list
     from networks.net_factory import net_factory
     from engine.checkpoints import load_weights
+    from engine.run import snapshot_dir
     from engine.inference import test_single_volume_2d
 
     nets = {}
     for name, exp, _ in RUNS:
         net = net_factory("unet", 1, 4, "test", device)
-        load_weights(net, os.path.join(models, f"ACDC_{exp}_{b['labelnum']}_labeled", "unet", "unet_best_model.pth"),
+        load_weights(net, os.path.join(snapshot_dir(models, "ACDC", exp, b["labelnum"], "unet"), "unet_best_model.pth"),
                      device)
         nets[name] = net.eval()
     names = read_list(os.path.join(data, "test.list"))[:4]

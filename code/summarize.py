@@ -29,11 +29,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from datasets import names
 from engine.evaluation import per_case_dice
+from engine.run import REPO_ROOT as ROOT
 from utils.statistics import mean_sd, paired_bootstrap, wilcoxon_p
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDER = re.compile(r"^(LA|ACDC)_(.+)_(\d+)_labeled$")
+#: a snapshot folder name, ``<dataset>_<exp>_<labelnum>_labeled`` (engine.run.snapshot_dir)
+FOLDER = re.compile(r"^(%s)_(.+)_(\d+)_labeled$" % "|".join(map(re.escape, names())))
 #: experiment name (train_la.sh / train_acdc.sh) -> the paper's method name per table.
 EXP_TO_PAPER = {
     "SSNet": {"1": "SS-Net", "2": "SS-Net", "3": "Lseg+Llds(Dice)+Lcs"},

@@ -23,8 +23,6 @@ Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import os
 import warnings
@@ -32,21 +30,23 @@ from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from engine.checkpoints import CheckpointError
-from engine.evaluation import add_common_args, prepare_evaluation, run_evaluations
+from datasets import get_dataset
+from engine.evaluation import add_common_args
+from engine.run import REPO_ROOT
 from engine import inference
+from engine.reports import (METRICS, build_summary, empty_rule, exit_on_error, prediction_dir, run_test_main,
+                            write_reports)
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from dataloaders.acdc import acdc_volume_path
 from engine.inference import largest_connected_component
 from utils.metrics import calculate_metric_percase, summarize
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METRICS = ("dice", "jaccard", "hd95", "asd")
-CLASS_NAMES = {1: "RV", 2: "Myo", 3: "LV"}
+DATASET = get_dataset("ACDC")
+CLASS_NAMES = dict(enumerate(DATASET.class_names, start=1))  # {1: "RV", 2: "Myo", 3: "LV"}
 
 logger = logging.getLogger("test_acdc")
 
@@ -54,11 +54,11 @@ logger = logging.getLogger("test_acdc")
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (reference names kept)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "ACDC"),
+    p.add_argument("--root_path", default=os.path.join(REPO_ROOT, DATASET.root_path),
                    help="ACDC folder with test.list and data/<patientXXX_frameYY>.h5")
-    add_common_args(p, "ACDC", model="unet", labelnum=3)
-    p.add_argument("--num_classes", type=int, default=4, help="output channels of the network (background included)")
-    p.add_argument("--patch_size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
+    add_common_args(p, DATASET.name, model=DATASET.model, labelnum=DATASET.labelnum)
+    p.add_argument("--num_classes", type=int, default=DATASET.num_classes, help="output channels of the network (background included)")
+    p.add_argument("--patch_size", type=int, nargs=2, default=list(DATASET.patch_size), metavar=("H", "W"),
                    help="size every slice is zoomed to")
     p.add_argument("--sw_batch", type=int, default=16, help="slices per forward pass (does not change results)")
     p.add_argument("--nms", type=int, default=0, choices=(0, 1),
@@ -74,59 +74,47 @@ def _save_nifti(array: np.ndarray, path: str) -> None:
     sitk.WriteImage(image, path)
 
 
-def evaluate_acdc(
-    model,
-    root_path: str,
-    case_names: Sequence[str],
-    out_dir: str,
-    num_classes: int = 4,
-    patch_size: Sequence[int] = (256, 256),
-    sw_batch: int = 16,
-    nms: bool = False,
-    save_nii: bool = True,
-    detail: bool = False,
-    empty_policy: str = "reference",
-    extra_info: dict | None = None,
-    amp: str = "none",
-) -> dict:
-    """Run the ACDC test on ``case_names`` and write the result files to ``out_dir``.
+def evaluate_acdc(model: torch.nn.Module, args: argparse.Namespace, case_names: Sequence[str], out_dir: str,
+                  extra_info: dict | None = None) -> dict:
+    """Run the ACDC test on ``case_names`` with the flags ``args`` (:func:`build_parser`) and write
+    the result files to ``out_dir``.
 
-    ``amp="bf16"`` runs the network's forward passes under bfloat16 autocast
-    (probabilities in float32); ``"none"`` (default) is the faithful fp32 test.
+    ``--amp bf16`` runs the network's forward passes under bfloat16 autocast
+    (probabilities in float32); ``none`` (default) is the faithful fp32 test.
 
     Returns:
         A summary dict: ``per_class`` mean/std, ``mean`` (average of the class
         means, the paper's row), ``std`` (over volumes of the per-volume class
         average), ``empty_predictions`` (volume-class pairs), ``per_case`` rows.
     """
+    num_classes = args.num_classes
     if num_classes < 2:
         raise ValueError(f"--num_classes must be >= 2 for ACDC, got {num_classes}.")
-    os.makedirs(out_dir, exist_ok=True)
-    pred_dir = os.path.join(out_dir, "predictions")
-    if save_nii:
-        os.makedirs(pred_dir, exist_ok=True)
+    pred_dir = prediction_dir(out_dir, args.save_nii)
     classes = list(range(1, num_classes))
+    names = [CLASS_NAMES.get(c, str(c)) for c in classes]
     rows = []
     values = np.zeros((len(case_names), len(classes), len(METRICS)), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="ACDC test", unit="volume")):
-        path = acdc_volume_path(root_path, case)
+        path = acdc_volume_path(args.root_path, case)
         data = load_h5(path)
         image, label = data["image"], data["label"]
         validate_pair(image, label, num_classes, path, ndim=3)
-        prediction = inference.test_single_volume_2d(model, image, num_classes, patch_size, sw_batch, amp=amp)
+        prediction = inference.test_single_volume_2d(model, image, num_classes, args.patch_size, args.sw_batch,
+                                                     amp=args.amp)
         for j, c in enumerate(classes):
             mask = prediction == c
-            if nms:
+            if args.nms:
                 mask = largest_connected_component(mask)
             empty = not mask.any()
-            values[i, j] = calculate_metric_percase(mask, label == c, policy=empty_policy)
-            rows.append({"case": case, "class": c, "class_name": CLASS_NAMES.get(c, str(c)),
+            values[i, j] = calculate_metric_percase(mask, label == c, policy=args.empty_policy)
+            rows.append({"case": case, "class": c, "class_name": names[j],
                          **dict(zip(METRICS, values[i, j].tolist())), "empty_prediction": int(empty)})
-        if detail:
+        if args.detail:
             for j, c in enumerate(classes):
-                logger.info("%s class %d (%s)\tdice %.5f  jaccard %.5f  hd95 %.5f  asd %.5f", case, c,
-                            CLASS_NAMES.get(c, str(c)), *values[i, j])
-        if save_nii:
+                logger.info("%s class %d (%s)\tdice %.5f  jaccard %.5f  hd95 %.5f  asd %.5f", case, c, names[j],
+                            *values[i, j])
+        if args.save_nii:
             _save_nifti(prediction, os.path.join(pred_dir, f"{case}_pred.nii.gz"))
             _save_nifti(image, os.path.join(pred_dir, f"{case}_img.nii.gz"))
             _save_nifti(label, os.path.join(pred_dir, f"{case}_gt.nii.gz"))
@@ -140,83 +128,36 @@ def evaluate_acdc(
         warnings.simplefilter("ignore", RuntimeWarning)
         case_avg = np.nanmean(values, axis=1)  # (volumes, metrics)
     _, std, _ = summarize(case_avg)
-    n_empty = sum(r["empty_prediction"] for r in rows)
 
-    csv_path = os.path.join(out_dir, "metrics_per_case.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["case", "class", "class_name", *METRICS, "empty_prediction"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-    rule = ("scored 0 on all four metrics; 95HD/ASD 0 is the best possible value" if empty_policy == "reference"
-            else "95HD/ASD NaN, left out of their means")
-    empty_line = (f"{n_empty} of {len(rows)} volume-class pairs ({len(case_names)} volumes) had an empty "
-                  f"prediction (policy {empty_policy}: {rule})")
-    perf_path = os.path.join(out_dir, "performance.txt")
-    with open(perf_path, "w", encoding="utf-8") as handle:
-        handle.write(f"metric is {[row for row in per_class_mean]} \n")  # the released file's two lines
-        handle.write(f"average metric is {mean}\n")
-        for j, c in enumerate(classes):
-            handle.write(f"class {c} ({CLASS_NAMES.get(c, str(c))}): " + ", ".join(
-                f"{name} {m:.4f} +- {s:.4f}" for name, m, s in zip(METRICS, per_class_mean[j], per_class_std[j])) + "\n")
-        handle.write("mean over classes: " + ", ".join(
-            f"{name} {m:.4f} +- {s:.4f}" for name, m, s in zip(METRICS, mean, std))
-            + f" (std over the {len(case_names)} volumes of their class average)\n")
-        handle.write(empty_line + "\n")
-        for key, value in (extra_info or {}).items():
-            handle.write(f"{key}: {value}\n")
-    summary = {
-        "dataset": "ACDC",
-        "metrics": list(METRICS),
-        "mean": dict(zip(METRICS, mean.tolist())),
-        "std": dict(zip(METRICS, std.tolist())),
-        "per_class": {CLASS_NAMES.get(c, str(c)): {"mean": dict(zip(METRICS, per_class_mean[j].tolist())),
-                                                   "std": dict(zip(METRICS, per_class_std[j].tolist()))}
-                      for j, c in enumerate(classes)},
-        "cases": len(case_names),
-        "empty_predictions": n_empty,
-        "empty_policy": empty_policy,
-        "nms": bool(nms),
-        "patch_size": list(patch_size),
-        "amp": amp,
-        **(extra_info or {}),
-        "per_case": rows,
-    }
-    json_path = os.path.join(out_dir, "performance.json")
-    with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2, allow_nan=True)
+    per_class = {names[j]: {"mean": dict(zip(METRICS, per_class_mean[j].tolist())),
+                            "std": dict(zip(METRICS, per_class_std[j].tolist()))} for j in range(len(classes))}
+    summary = build_summary(DATASET.name, args, mean, std, len(case_names), rows, extra_info, stats={"per_class": per_class})
+    empty_line = (f"{summary['empty_predictions']} of {len(rows)} volume-class pairs ({len(case_names)} volumes) had "
+                  f"an empty prediction ({empty_rule(args.empty_policy)})")
+    txt_lines = [f"metric is {[row for row in per_class_mean]} \n",  # the released file's two lines
+                 f"average metric is {mean}\n"]
+    txt_lines += [f"class {c} ({names[j]}): " + ", ".join(
+        f"{name} {m:.4f} +- {s:.4f}" for name, m, s in zip(METRICS, per_class_mean[j], per_class_std[j])) + "\n"
+        for j, c in enumerate(classes)]
+    txt_lines.append("mean over classes: " + ", ".join(
+        f"{name} {m:.4f} +- {s:.4f}" for name, m, s in zip(METRICS, mean, std))
+        + f" (std over the {len(case_names)} volumes of their class average)\n")
     for j, c in enumerate(classes):
-        logger.info("class %d (%s): %s", c, CLASS_NAMES.get(c, str(c)), per_class_mean[j])
-    logger.info("average metric is %s (dice, jaccard, hd95, asd)", mean)
-    logger.info(empty_line)
-    logger.info("Wrote %s, %s and %s", perf_path, csv_path, json_path)
-    summary.update(csv=csv_path, performance_txt=perf_path, performance_json=json_path)
-    return summary
+        logger.info("class %d (%s): %s", c, names[j], per_class_mean[j])
+    return write_reports(out_dir, summary, ["case", "class", "class_name", *METRICS, "empty_prediction"], txt_lines,
+                         empty_line, extra_info, mean)
+
+
+def _test_cases(path: str) -> list[str]:
+    """Released behaviour: names stripped of any extension, then sorted."""
+    return sorted(name.split(".")[0] for name in read_list(path))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv`` and test the checkpoint(s) of ``--which`` with :func:`evaluate_acdc`; returns the
     (first) summary."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    jobs = prepare_evaluation(parser, args, "ACDC")
-    # Released behaviour: names stripped of any extension, then sorted.
-    case_names = sorted(name.split(".")[0] for name in
-                        read_list(os.path.join(args.root_path, "test.list")))
-
-    def evaluate(model, out_dir: str, extra_info: dict) -> dict:
-        with logging_redirect_tqdm():  # log lines do not break the progress bar
-            return evaluate_acdc(
-                model, args.root_path, case_names, out_dir, num_classes=args.num_classes, patch_size=args.patch_size,
-                sw_batch=args.sw_batch, nms=bool(args.nms), save_nii=bool(args.save_nii), detail=bool(args.detail),
-                empty_policy=args.empty_policy, amp=args.amp,
-                extra_info=extra_info)
-
-    return run_evaluations(args, jobs, "ACDC", len(case_names), evaluate)
+    return run_test_main(build_parser(), argv, DATASET.name, _test_cases, evaluate_acdc)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, CheckpointError) as error:
-        raise SystemExit(f"test_acdc.py: error: {error}")
+    exit_on_error(main, "test_acdc.py")

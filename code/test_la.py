@@ -22,28 +22,28 @@ index in ``test.list``, as the released script names them).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from engine.checkpoints import CheckpointError
-from engine.evaluation import add_common_args, prepare_evaluation, run_evaluations
+from datasets import get_dataset
+from engine.evaluation import add_common_args
+from engine.run import REPO_ROOT
 from engine import inference
+from engine.reports import (METRICS, build_summary, empty_rule, exit_on_error, prediction_dir, run_test_main,
+                            write_reports)
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from dataloaders.la_heart import la_case_path
 from engine.inference import largest_connected_component
 from utils.metrics import calculate_metric_percase, summarize
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METRICS = ("dice", "jaccard", "hd95", "asd")
+DATASET = get_dataset("LA")
 
 logger = logging.getLogger("test_la")
 
@@ -51,11 +51,11 @@ logger = logging.getLogger("test_la")
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (reference names kept)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root_path", default=os.path.join(REPO_ROOT, "data", "LA"),
+    p.add_argument("--root_path", default=os.path.join(REPO_ROOT, DATASET.root_path),
                    help="LA folder with test.list and '2018LA_Seg_Training Set/<ID>/mri_norm2.h5'")
-    add_common_args(p, "LA", model="VNet", labelnum=4)
-    p.add_argument("--num_classes", type=int, default=2, help="output channels of the network")
-    p.add_argument("--patch_size", type=int, nargs=3, default=[112, 112, 80], metavar=("X", "Y", "Z"),
+    add_common_args(p, DATASET.name, model=DATASET.model, labelnum=DATASET.labelnum)
+    p.add_argument("--num_classes", type=int, default=DATASET.num_classes, help="output channels of the network")
+    p.add_argument("--patch_size", type=int, nargs=3, default=list(DATASET.patch_size), metavar=("X", "Y", "Z"),
                    help="sliding-window size")
     p.add_argument("--stride_xy", type=int, default=18, help="window stride along x and y")
     p.add_argument("--stride_z", type=int, default=4, help="window stride along z")
@@ -73,127 +73,64 @@ def save_nifti(array: np.ndarray, path: str) -> None:
     sitk.WriteImage(image, path)
 
 
-def evaluate_la(
-    model,
-    root_path: str,
-    case_ids: Sequence[str],
-    out_dir: str,
-    num_classes: int = 2,
-    patch_size: Sequence[int] = (112, 112, 80),
-    stride_xy: int = 18,
-    stride_z: int = 4,
-    sw_batch: int = 4,
-    nms: bool = True,
-    save_nii: bool = True,
-    detail: bool = True,
-    empty_policy: str = "reference",
-    extra_info: dict | None = None,
-    amp: str = "none",
-) -> dict:
-    """Run the LA test on ``case_ids`` and write the result files to ``out_dir``.
+def evaluate_la(model: torch.nn.Module, args: argparse.Namespace, case_ids: Sequence[str], out_dir: str,
+                extra_info: dict | None = None) -> dict:
+    """Run the LA test on ``case_ids`` with the flags ``args`` (:func:`build_parser`) and write the
+    result files to ``out_dir``.
 
-    ``amp="bf16"`` runs the network's forward passes under bfloat16 autocast
-    (probabilities in float32); ``"none"`` (default) is the faithful fp32 test.
+    ``--amp bf16`` runs the network's forward passes under bfloat16 autocast
+    (probabilities in float32); ``none`` (default) is the faithful fp32 test.
 
     Returns:
         A summary dict: ``mean`` and ``std`` (dice, jaccard, hd95, asd),
         ``cases``, ``empty_predictions``, ``per_case`` rows and file paths.
     """
-    os.makedirs(out_dir, exist_ok=True)
-    pred_dir = os.path.join(out_dir, "predictions")
-    if save_nii:
-        os.makedirs(pred_dir, exist_ok=True)
+    pred_dir = prediction_dir(out_dir, args.save_nii)
+    num_classes = args.num_classes
     rows = []
     for ith, case in enumerate(tqdm(case_ids, desc="LA test", unit="case")):
-        data = load_h5(la_case_path(root_path, case))
+        data = load_h5(la_case_path(args.root_path, case))
         image, label = data["image"], data["label"]
-        validate_pair(image, label, num_classes, la_case_path(root_path, case), ndim=3)
-        prediction, score_map = inference.test_single_case(model, image, stride_xy, stride_z, patch_size, num_classes, sw_batch,
-                                                           amp=amp)
-        if nms:
+        validate_pair(image, label, num_classes, la_case_path(args.root_path, case), ndim=3)
+        prediction, score_map = inference.test_single_case(model, image, args.stride_xy, args.stride_z, args.patch_size,
+                                                           num_classes, args.sw_batch, amp=args.amp)
+        if args.nms:
             prediction = largest_connected_component(prediction).astype(np.uint8)
         empty = not prediction.any()
-        values = calculate_metric_percase(prediction, label, policy=empty_policy)
+        values = calculate_metric_percase(prediction, label, policy=args.empty_policy)
         rows.append({"index": ith, "case": case, **dict(zip(METRICS, values)), "empty_prediction": int(empty)})
-        if detail:
+        if args.detail:
             logger.info("%02d %s\tdice %.5f  jaccard %.5f  hd95 %.5f  asd %.5f%s", ith, case, *values,
                         "  (empty prediction)" if empty else "")
-        if save_nii:
+        if args.save_nii:
             save_nifti(prediction, os.path.join(pred_dir, f"{ith:02d}_pred.nii.gz"))
             save_nifti(score_map[num_classes - 1], os.path.join(pred_dir, f"{ith:02d}_scores.nii.gz"))
 
     table = np.array([[r[m] for m in METRICS] for r in rows], dtype=np.float64)
     mean, std, counted = summarize(table)
-    n_empty = sum(r["empty_prediction"] for r in rows)
+    summary = build_summary(DATASET.name, args, mean, std, len(rows), rows, extra_info,
+                            stats={"counted": dict(zip(METRICS, counted.tolist()))},
+                            settings={"stride_xy": args.stride_xy, "stride_z": args.stride_z})
+    empty_line = (f"{summary['empty_predictions']} of {len(rows)} cases had an empty prediction "
+                  f"({empty_rule(args.empty_policy)})")
+    txt_lines = [f"average metric is {mean} \n"]  # the released file's line
+    txt_lines += [f"{name}: {m:.4f} +- {s:.4f} (mean +- std over {n} cases)\n"
+                  for name, m, s, n in zip(METRICS, mean, std, counted)]
+    return write_reports(out_dir, summary, ["index", "case", *METRICS, "empty_prediction"], txt_lines, empty_line,
+                         extra_info, mean)
 
-    csv_path = os.path.join(out_dir, "metrics_per_case.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["index", "case", *METRICS, "empty_prediction"])
-        writer.writeheader()
-        writer.writerows(rows)
 
-    rule = ("scored 0 on all four metrics; 95HD/ASD 0 is the best possible value" if empty_policy == "reference"
-            else "95HD/ASD NaN, left out of their means")
-    empty_line = f"{n_empty} of {len(rows)} cases had an empty prediction (policy {empty_policy}: {rule})"
-    perf_path = os.path.join(out_dir, "performance.txt")
-    with open(perf_path, "w", encoding="utf-8") as handle:
-        handle.write(f"average metric is {mean} \n")  # the released file's line
-        for name, m, s, n in zip(METRICS, mean, std, counted):
-            handle.write(f"{name}: {m:.4f} +- {s:.4f} (mean +- std over {n} cases)\n")
-        handle.write(empty_line + "\n")
-        for key, value in (extra_info or {}).items():
-            handle.write(f"{key}: {value}\n")
-    summary = {
-        "dataset": "LA",
-        "metrics": list(METRICS),
-        "mean": dict(zip(METRICS, mean.tolist())),
-        "std": dict(zip(METRICS, std.tolist())),
-        "counted": dict(zip(METRICS, counted.tolist())),
-        "cases": len(rows),
-        "empty_predictions": n_empty,
-        "empty_policy": empty_policy,
-        "nms": bool(nms),
-        "patch_size": list(patch_size),
-        "stride_xy": stride_xy,
-        "stride_z": stride_z,
-        "amp": amp,
-        **(extra_info or {}),
-        "per_case": rows,
-    }
-    json_path = os.path.join(out_dir, "performance.json")
-    with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2, allow_nan=True)
-    logger.info("average metric is %s (dice, jaccard, hd95, asd)", mean)
-    logger.info(empty_line)
-    logger.info("Wrote %s, %s and %s", perf_path, csv_path, json_path)
-    summary.update(csv=csv_path, performance_txt=perf_path, performance_json=json_path)
-    return summary
+def _check_strides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag in ("stride_xy", "stride_z"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv`` and test the checkpoint(s) of ``--which`` with :func:`evaluate_la`; returns the
     (first) summary."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    jobs = prepare_evaluation(parser, args, "LA")
-    for flag in ("stride_xy", "stride_z"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    case_ids = read_list(os.path.join(args.root_path, "test.list"))
-
-    def evaluate(model, out_dir: str, extra_info: dict) -> dict:
-        with logging_redirect_tqdm():  # log lines do not break the progress bar
-            return evaluate_la(
-                model, args.root_path, case_ids, out_dir, num_classes=args.num_classes, patch_size=args.patch_size,
-                stride_xy=args.stride_xy, stride_z=args.stride_z, sw_batch=args.sw_batch, nms=bool(args.nms),
-                save_nii=bool(args.save_nii), detail=bool(args.detail), empty_policy=args.empty_policy, amp=args.amp,
-                extra_info=extra_info)
-
-    return run_evaluations(args, jobs, "LA", len(case_ids), evaluate)
+    return run_test_main(build_parser(), argv, DATASET.name, read_list, evaluate_la, check=_check_strides)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, CheckpointError) as error:
-        raise SystemExit(f"test_la.py: error: {error}")
+    exit_on_error(main, "test_la.py")

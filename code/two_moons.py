@@ -31,8 +31,8 @@ from utils.losses import cross_entropy_loss
 from utils.ramps import sigmoid_rampup
 from utils.separation import PrototypeMemory, separation_step
 from utils.vat import VATLoss
+from dataloaders.splits import REPO_ROOT as ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class MoonMLP(SSNetHeadsMixin, nn.Module):

@@ -138,7 +138,8 @@ def check_syncs(device: str) -> Dict[str, object]:
 def check_compile(device: str) -> Dict[str, object]:
     import torch
 
-    from engine.trainer import check_compile as can_compile, train_step
+    from engine.speed import check_compile as can_compile
+    from engine.trainer import train_step
 
     try:
         can_compile(torch.device(device))

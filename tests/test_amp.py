@@ -18,12 +18,13 @@ import train_acdc
 import train_la
 from dataloaders.synthetic import make_la
 from methods import get_method
-from engine import trainer
+from engine import speed as speed_options
 from engine.inference import amp_autocast, check_amp
 from engine.inference import test_single_case as single_case
 from engine.inference import test_single_volume_2d as single_volume_2d
-from engine.trainer import (check_compile, make_optimizer, resolve_channels_last, seed_everything, setup_speed,
-                           train_step)
+from engine.run import seed_everything
+from engine.speed import check_compile, resolve_channels_last, setup_speed
+from engine.trainer import make_optimizer, train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPU_CHECK = os.path.join(REPO, "scripts", "gpu_check.sh")
@@ -225,7 +226,7 @@ def test_compile_flag_parses_and_is_off_by_default():
 
 
 def test_compile_unavailable_fails_clearly(monkeypatch):
-    monkeypatch.setattr(trainer.shutil, "which", lambda name: None)
+    monkeypatch.setattr(speed_options.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler"):
         check_compile(CPU)
@@ -241,7 +242,7 @@ def test_compile_unavailable_fails_clearly(monkeypatch):
 def test_compile_compiles_in_place_keeping_checkpoint_keys(monkeypatch):
     """Without paying for a real compilation: setup_speed calls Module.compile(),
     so the module (and its state_dict keys) stays the plain network."""
-    monkeypatch.setattr(trainer, "check_compile", lambda device: None)
+    monkeypatch.setattr(speed_options, "check_compile", lambda device: None)
     calls = []
     model = nn.Sequential(nn.Conv3d(1, 2, 3))
     monkeypatch.setattr(model, "compile", lambda *a, **k: calls.append(a))

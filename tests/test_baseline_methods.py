@@ -108,9 +108,10 @@ def test_batch_without_unlabeled_items_is_refused():
 
 def test_ssnet_only_flags_are_refused_and_weights_reported(caplog):
     shape, classes = SETTINGS["ACDC"]
-    with pytest.raises(SystemExit, match="--method ssnet --supervised_only"):
+    # methods raise ValueError; the scripts turn it into a message (run_cli)
+    with pytest.raises(ValueError, match="--method ssnet --supervised_only"):
         get_method("urpc").from_args(_args(shape, supervised_only=True), "ACDC", classes, "cpu")
-    with pytest.raises(SystemExit, match="--lds"):
+    with pytest.raises(ValueError, match="--lds"):
         get_method("mcnet").from_args(_args(shape, lds="kl"), "ACDC", classes, "cpu")
     with caplog.at_level(logging.INFO):
         m = get_method("mcnet").from_args(_args(shape), "ACDC", classes, "cpu")
@@ -129,8 +130,14 @@ def test_ssnet_only_flags_are_refused_and_weights_reported(caplog):
     ("mcnet", "LA", (1.0, 40.0)), ("mcnet", "ACDC", (0.1, 200.0)),
 ])
 def test_own_weights(name, dataset, expected):
-    cls = get_method(name)
-    assert cls.OWN_WEIGHT[dataset] == expected
+    """The public code's (lambda, L), as the dataset description holds them and the method uses them."""
+    from datasets import get_dataset
+
+    setting = get_dataset(dataset).method(name)
+    assert (setting.weight, setting.rampup) == expected
+    shape, classes = SETTINGS[dataset]
+    m = get_method(name).from_args(_args(shape), dataset, classes, "cpu")
+    assert (m.consistency, m.consistency_rampup) == expected
 
 
 def test_ramp_uses_the_count_before_or_after_the_increment():

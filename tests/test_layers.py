@@ -1,8 +1,9 @@
 """The package structure: every import under code/ points down the layers, and each copy-ready
 file of code/utils/ imports alone, from an empty folder.
 
-Layers, top to bottom: the scripts (code/*.py) -> engine -> methods -> networks | utils |
-dataloaders (the bottom three import only themselves and third-party packages)."""
+Layers, top to bottom: the scripts (code/*.py) -> engine -> methods -> datasets (the dataset
+descriptions) -> networks | utils | dataloaders (the bottom three import only themselves and
+third-party packages)."""
 import ast
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 CODE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code")
 #: top to bottom; a module may import its own package and any package of a LOWER rank
-RANK = {"scripts": 3, "engine": 2, "methods": 1, "networks": 0, "utils": 0, "dataloaders": 0}
+RANK = {"scripts": 4, "engine": 3, "methods": 2, "datasets": 1, "networks": 0, "utils": 0, "dataloaders": 0}
 PROJECT = set(RANK) - {"scripts"}
 COPY_READY = ("losses.py", "vat.py", "separation.py", "ramps.py", "metrics.py", "statistics.py")
 

@@ -25,7 +25,8 @@ from dataloaders.acdc import ACDC
 from dataloaders.sampler import draw_loader_base_seed
 from dataloaders.splits import labeled_slice_count, read_list
 from methods import get_method
-from engine.trainer import make_optimizer, seed_everything, train_step
+from engine.run import seed_everything
+from engine.trainer import make_optimizer, train_step
 
 CPU = torch.device("cpu")
 ACDC_FLAGS = ["--patch_size", "32", "32", "--batch_size", "4", "--labeled_bs", "2", "--labelnum", "1",

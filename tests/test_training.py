@@ -8,6 +8,7 @@ import torch
 
 import train_acdc
 import train_la
+from methods import get_method
 
 LA_FLAGS = ["--max_iterations", "4", "--patch_size", "32", "32", "16", "--labelnum", "2", "--num_workers", "0",
             "--device", "cpu", "--log_interval", "2", "--val_start", "2", "--val_interval", "2",
@@ -65,7 +66,7 @@ def test_la_resume_is_exact(la_root, tmp_path):
 
 
 def test_resume_without_checkpoint_fails_clearly(la_root, tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint at .*last.pth"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*last.pth"):
         train_la.main(["--root_path", la_root, "--model_root", str(tmp_path), "--resume"] + LA_FLAGS)
 
 
@@ -113,7 +114,7 @@ class _DiesInWorker(torch.utils.data.Dataset):
 
 
 def test_a_worker_killed_by_the_system_names_dev_shm():
-    from engine.trainer import EpochStream
+    from engine.stream import EpochStream
     loader = torch.utils.data.DataLoader(_DiesInWorker(), batch_size=2, num_workers=1)
     with pytest.raises(RuntimeError, match=r"DataLoader worker[\s\S]*/dev/shm[\s\S]*--shm-size[\s\S]*--num_workers 0"):
         next(EpochStream(loader))
@@ -133,7 +134,7 @@ def test_resume_loads_rng_states_on_the_cpu(acdc_root, tmp_path):
     flags = ["--root_path", acdc_root, "--model_root", str(tmp_path)] + ACDC_FLAGS + ["--max_iterations", "2"]
     train_acdc.main(flags)
     args = train_acdc.parse_args(flags + ["--resume"])
-    method = train_acdc.get_method("ssnet").from_args(args, "ACDC", 4, torch.device("cpu"))
+    method = get_method("ssnet").from_args(args, "ACDC", 4, torch.device("cpu"))
     snap = str(tmp_path / "ACDC_SSNet_1_labeled" / "unet")
     trainer = Trainer(args, method, train_acdc.build_loader(args), snap, lambda n: 0.01, None, lambda n: False)
     trainer.device = torch.device("meta")
@@ -154,3 +155,24 @@ def test_deterministic_2_runs_and_repeats(acdc_root, tmp_path):
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_scripts_turn_library_errors_into_one_message(capsys):
+    """Methods and the engine raise ValueError / RuntimeError / FileNotFoundError; run_cli (every
+    training script's __main__) prints one line naming the script and exits with status 1."""
+    import logging
+
+    from engine.run import run_cli
+
+    def bad():
+        raise ValueError("--lds is an SS-Net ablation flag; URPC has no such loss term")
+
+    handler = logging.StreamHandler()  # stderr, as setup_logging gives a run
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(bad, "train_acdc.py")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert exit_info.value.code == 1
+    assert "train_acdc.py: error: --lds is an SS-Net ablation flag" in capsys.readouterr().err

@@ -151,12 +151,23 @@ def draw_loader_base_seed(generator=None) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed ``random``, ``numpy.random`` and torch (all devices); optionally cuDNN deterministic."""
+def seed_everything(seed: int, deterministic: int = 1) -> None:
+    """Seed ``random``, numpy and torch (all devices), as the released scripts' ``__main__`` does,
+    and set the determinism of ``--deterministic``: 0 cudnn.benchmark on; 1 (released) cuDNN
+    deterministic, benchmark off; 2 also ``torch.use_deterministic_algorithms(True)`` (sets
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset, before cuBLAS starts)."""
+    import os
+
     import torch
+    if int(deterministic) >= 2:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.use_deterministic_algorithms(False)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = bool(deterministic)

@@ -14,13 +14,14 @@ import os
 import re
 from typing import Iterable, Sequence
 
-__all__ = ["REPO_DATA_DIR", "LA_SPLIT_SIZES", "ACDC_PATIENT_SPLIT_SIZES", "ACDC_TRAIN_SLICES",
+__all__ = ["REPO_ROOT", "REPO_DATA_DIR", "LA_SPLIT_SIZES", "ACDC_PATIENT_SPLIT_SIZES", "ACDC_TRAIN_SLICES",
            "REFERENCE_LABELED_SLICES", "read_list", "write_list", "patient_of", "split_slice_name",
            "patients_in_order", "patients_to_slices", "labeled_slice_count"]
 
+#: the repository root (code/ sits in it): the one place that works it out
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: the shipped lists: <repo>/data/LA and <repo>/data/ACDC
-REPO_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                             "data")
+REPO_DATA_DIR = os.path.join(REPO_ROOT, "data")
 
 #: real-data split sizes (cases for LA, patients for ACDC; ACDC lists hold 2 frames per patient)
 LA_SPLIT_SIZES = {"train": 80, "test": 20}

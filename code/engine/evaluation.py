@@ -5,23 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 import torch
 
+from datasets import get_dataset
 from methods import METHODS, get_method
-from networks.net_factory import device_from_flags, resolve_device
+from networks.net_factory import resolve_device
 from engine.checkpoints import require_checkpoint
 from engine.inference import AMP_MODES, check_amp
+from engine.run import REPO_ROOT, add_log_file, device_from_flags, snapshot_dir
 from utils.metrics import EMPTY_POLICIES
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def add_common_args(p: argparse.ArgumentParser, dataset: str, model: str, labelnum: int) -> None:
     """The flags both test scripts have (reference names kept): which run and
     checkpoint, where results go, the device, autocast and the empty-prediction policy."""
-    units = "cases" if dataset == "LA" else "patients"
+    units = get_dataset(dataset).labelnum_unit
     p.add_argument("--exp", default=None,
                    help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
                         "DTC, URPC, MCNet)")
@@ -54,11 +53,6 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str, model: str, labeln
     p.add_argument("--empty_policy", default="reference", choices=EMPTY_POLICIES,
                    help="empty prediction of a class: 'reference' scores 0 on all four metrics (released; 95HD/ASD 0 "
                         "is the best value), 'nan' makes 95HD/ASD NaN and leaves it out of their means")
-
-
-def snapshot_dir(model_root: str, dataset: str, exp: str, labelnum: int, model: str) -> str:
-    """``<model_root>/<dataset>_<exp>_<labelnum>_labeled/<model>`` (the reference's layout)."""
-    return os.path.join(model_root, f"{dataset}_{exp}_{labelnum}_labeled", model)
 
 
 CHECKPOINT_FILES = {"best": "{model}_best_model.pth", "last": "{model}_last_model.pth"}
@@ -99,21 +93,6 @@ def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace
         require_checkpoint(ckpt)
         jobs.append((which, device, ckpt, out_dir))
     return jobs
-
-
-def add_log_file(path: str) -> list[logging.Handler]:
-    """Log to ``path`` (and stdout unless a console handler exists); returns the
-    handlers to remove when the evaluation ends."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    fmt = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.FileHandler(path, mode="w", encoding="utf-8")]
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handlers.append(logging.StreamHandler(sys.stdout))
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    return handlers
 
 
 def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device, str, str]], dataset: str,
@@ -235,17 +214,13 @@ def likely_causes(rows: list[dict], dataset: str) -> list[str]:
     dice = [r for r in rows if r["metric"] in ("dice", "jaccard")]
     dist = [r for r in rows if r["metric"] in ("hd95", "asd")]
     big_dice = any(abs(r["difference"]) > 0.01 for r in dice)
+    hints = get_dataset(dataset).mismatch_hints
     causes = []
     if big_dice:
-        causes.append("different images: a crop or normalisation other than the authors' h5 files (LA: cropped "
-                      "around the atrium with a random 10-20 voxel margin, z-scored per volume; re-preprocessing "
-                      "raw scans gives other crops)" if dataset == "LA" else
-                      "different images: other h5 files (ACDC: slices of the SSL4MIS h5 distribution, intensities "
-                      "min-max scaled per volume), or volumes whose slices are in another order")
+        causes.append("different images: " + hints.get("images", "other h5 files than the authors'"))
     if not big_dice and any(not r["equal"] for r in dist):
         causes.append("surface distances only: voxel spacing (the released metrics are in voxels, spacing 1)"
-                      + (", or the largest-connected-component step (--nms 1 as released)" if dataset == "LA" else
-                         ", or the slice zoom (--patch_size 256 256 as released)"))
+                      + (", or " + hints["distances"] if "distances" in hints else ""))
     if not big_dice and any(not r["equal"] for r in dice):
         causes.append("small Dice differences: the evaluation settings (LA: --stride_xy 18 --stride_z 4, "
                       "--patch_size 112 112 80, --nms 1; ACDC: --patch_size 256 256), a different test list, "

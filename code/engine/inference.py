@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -394,6 +394,7 @@ def validate_la_cases(
     sw_batch: int = 4,
     progress: bool = False,
     amp: str = "none",
+    case_path: Callable[[str, str], str] = la_case_path,
 ) -> float:
     """Mean Dice over LA cases, as the released ``var_all_case_LA``.
 
@@ -410,6 +411,7 @@ def validate_la_cases(
             :func:`test_single_case`.
         progress: show a tqdm bar.
         amp: ``"none"`` or ``"bf16"``, as in :func:`test_single_case`.
+        case_path: ``(root, case) -> h5 path`` (a dataset description's ``case_path``).
 
     Returns:
         The mean Dice (float).
@@ -419,7 +421,7 @@ def validate_la_cases(
     device = model_device(model)
     total = 0.0
     for case in tqdm(case_ids, desc="validate LA", disable=not progress, leave=False):
-        data = load_h5(la_case_path(root, case))
+        data = load_h5(case_path(root, case))
         with eval_mode(model), torch.inference_mode():
             score = _sliding_window_probs(model, data["image"], stride_xy, stride_z, patch_size, num_classes,
                                           sw_batch, amp)
@@ -438,6 +440,7 @@ def validate_acdc_volumes(
     batch: int = 16,
     progress: bool = False,
     amp: str = "none",
+    case_path: Callable[[str, str], str] = acdc_volume_path,
 ) -> np.ndarray:
     """Per-class mean (Dice, 95HD) over ACDC volumes, as the reference's ``val_2d``.
 
@@ -453,6 +456,7 @@ def validate_acdc_volumes(
         num_classes, patch_size, batch: as in :func:`test_single_volume_2d`.
         progress: show a tqdm bar.
         amp: ``"none"`` or ``"bf16"``, as in :func:`test_single_volume_2d`.
+        case_path: ``(root, name) -> h5 path`` (a dataset description's ``case_path``).
 
     Returns:
         float64 array (C - 1, 2): column 0 Dice, column 1 95HD, row c-1 = class c.
@@ -462,7 +466,7 @@ def validate_acdc_volumes(
         raise ValueError("validate_acdc_volumes needs at least one volume name.")
     rows = np.zeros((len(case_names), num_classes - 1, 2), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="validate ACDC", disable=not progress, leave=False)):
-        data = load_h5(acdc_volume_path(root, case))
+        data = load_h5(case_path(root, case))
         prediction = test_single_volume_2d(model, data["image"], num_classes, patch_size, batch, amp)
         label = np.asarray(data["label"])
         for c in range(1, num_classes):

@@ -1,9 +1,9 @@
-"""The training loop shared by ``train_la.py`` and ``train_acdc.py``.
+"""The training loop of every run (:mod:`engine.training` sets it up for a dataset).
 
-The scripts build the data, the method (:mod:`methods`) and the validation
-function; this module owns what is common: flags, seeding, the snapshot folder
-and its log, the optimiser and learning-rate schedule, tensorboard scalars and
-images, validation and model selection, checkpoints, and ``--resume``.
+This module owns: the training flags, seeding, the snapshot folder and its log,
+the optimiser and learning-rate schedule, tensorboard scalars and images,
+validation and model selection, checkpoints, and ``--resume``. The batches
+come from :class:`engine.stream.EpochStream`.
 
 Checkpoints in the snapshot folder:
 * ``{model}_best_model.pth`` and ``iter_<n>_dice_<d>.pth``: bare state_dicts
@@ -13,57 +13,49 @@ Checkpoints in the snapshot folder:
 * ``last.pth``: weights, optimiser, iteration, best score, the method's state
   (prototype memory), every RNG state and the loader position, for ``--resume``.
 
-Speed options (all off in the faithful defaults, see :func:`setup_speed`):
-``--amp bf16`` (bfloat16 autocast around the method's forward passes and
-losses; the losses are float32, no GradScaler), ``--channels_last`` (NHWC /
-NDHWC memory format of the model and the inputs; ``auto`` = on for CUDA with
-``--deterministic 0``), ``--compile`` (``torch.compile`` of the network).
+Speed options (all off in the faithful defaults): :mod:`engine.speed`.
 """
 import argparse
 import json
 import logging
-import math
 import os
-import random
-import shutil
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from methods import METHODS, get_method
-from networks.net_factory import device_from_flags, resolve_device
+from datasets import DatasetDescription
+from methods import METHODS, add_method_args, get_method
+from networks.net_factory import resolve_device
 from engine.host_memory import keep_freed_host_memory
-from engine.inference import AMP_MODES, amp_autocast, check_amp
+from engine.inference import AMP_MODES, amp_autocast
+from engine.run import REPO_ROOT, device_from_flags, seed_everything, setup_logging, snapshot_dir
+from engine.speed import setup_speed, to_channels_last
+from engine.stream import EpochStream, rng_state, set_rng_state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def str2bool(v: str) -> bool:
-    if str(v).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(v).lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {v!r}")
+__all__ = ["add_common_args", "finish_args", "make_train_loader", "make_optimizer", "train_step", "Trainer",
+           "prepare_snapshot"]
 
 
-def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
-    """Flags shared by both training scripts; ``d`` holds the dataset's defaults."""
-    p.add_argument("--root_path", default=d["root_path"], help="dataset folder (see data/README.md)")
+def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
+    """The training flags: the run's, with the defaults of dataset ``d``, then every method's own
+    flags in a group per method (:func:`methods.add_method_args`)."""
+    p.add_argument("--root_path", default=d.root_path, help="dataset folder (see data/README.md)")
     p.add_argument("--method", default="ssnet", choices=sorted(METHODS), help="semi-supervised method")
     p.add_argument("--exp", default=None,
                    help="experiment name (snapshot folder name part); default: the method's name, e.g. SSNet")
-    p.add_argument("--model", default=d["model"], help="network: VNet (LA) or unet (ACDC)")
-    p.add_argument("--labelnum", type=int, default=d["labelnum"], help=d["labelnum_help"])
+    p.add_argument("--model", default=d.model, help=f"SS-Net's network ({d.model} on {d.name})")
+    p.add_argument("--labelnum", type=int, default=d.labelnum, help=d.labelnum_help)
     p.add_argument("--max_iterations", "--max_iteration", dest="max_iterations", type=int,
-                   default=d["max_iterations"], help="training iterations")
-    p.add_argument("--batch_size", type=int, default=d["batch_size"], help="batch size (labeled + unlabeled)")
-    p.add_argument("--labeled_bs", type=int, default=d["labeled_bs"], help="labeled items per batch")
+                   default=d.max_iterations, help="training iterations")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="batch size (labeled + unlabeled)")
+    p.add_argument("--labeled_bs", type=int, default=d.labeled_bs, help="labeled items per batch")
     p.add_argument("--base_lr", type=float, default=0.01, help="SGD learning rate")
+    if d.lr_step is not None:
+        p.add_argument("--lr_step", type=int, default=d.lr_step,
+                       help="multiply the learning rate by 0.1 every N iterations")
     p.add_argument("--seed", type=int, default=1337, help="random seed")
     p.add_argument("--deterministic", type=int, choices=(0, 1, 2), default=1,
                    help="1 (released): cuDNN deterministic, no cudnn.benchmark; a CUDA run still varies a little "
@@ -71,17 +63,7 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
                         "2: also torch.use_deterministic_algorithms(True) with CUBLAS_WORKSPACE_CONFIG=:4096:8: "
                         "the same GPU, driver and flags give the same run twice (slower; an op without a "
                         "deterministic kernel raises). 0: cudnn.benchmark on (fastest, not repeatable)")
-    p.add_argument("--consistency", type=float, default=d["consistency"], help="final weight of the unsupervised losses")
-    p.add_argument("--consistency_rampup", type=float, default=d["consistency_rampup"],
-                   help="ramp-up length in units of 150 iterations")
-    p.add_argument("--magnitude", type=float, default=d["magnitude"], help="VAT epsilon (perturbation norm)")
-    p.add_argument("--magnitude_scaling", choices=["fixed", "rms"], default="fixed",
-                   help="fixed (released): --magnitude is the L2 norm of the perturbation at any --patch_size. "
-                        "rms: --magnitude is meant at the released patch (%s) and is scaled by "
-                        "sqrt(patch voxels / released patch voxels), which keeps the per-pixel RMS of the "
-                        "perturbation, e.g. 6 at 256x256 -> 1.5 at 64x64" % "x".join(map(str, d["patch_size"])))
-    p.set_defaults(released_patch=list(d["patch_size"]))
-    p.add_argument("--patch_size", type=int, nargs="+", default=d["patch_size"], help="training crop size")
+    p.add_argument("--patch_size", type=int, nargs="+", default=list(d.patch_size), help="training crop size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpu", default=None, help="alias of --device: --gpu N is cuda:N, the N-th VISIBLE GPU (after "
                    "CUDA_VISIBLE_DEVICES, so train_*.sh runs each job with CUDA_VISIBLE_DEVICES=<id> --device cuda); "
@@ -106,20 +88,10 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
                         "zero_grad(): filled with zeros, so a parameter a step leaves unused, e.g. the selector "
                         "of a class absent from the batch, still moves by momentum and weight decay) or none "
                         "(PyTorch >= 2.0's default set_to_none=True: unused parameters are skipped)")
-    p.add_argument("--lds", choices=["dice", "kl", "none"], default="dice",
-                   help="smoothness loss distance (Table 3: dice = released, kl = original VAT, none = off)")
-    p.add_argument("--cs", choices=["on", "off"], default="on", help="inter-class separation loss (Table 3)")
-    p.add_argument("--supervised_only", action="store_true",
-                   help="batches of labeled cases only, Dice loss only (the paper's V-Net/U-Net rows)")
-    p.add_argument("--prototype_keep", choices=["lowest", "highest"], default="lowest",
-                   help="prototype selection: lowest attention scores (released) or highest (paper text)")
-    p.add_argument("--memory_weighting", choices=["released", "mean"], default="released",
-                   help="prototype weights in the separation loss: released (all 1, as the released code "
-                        "computes them) or mean (sigmoid(selector) rescaled to mean 1, as the paper describes)")
-    p.add_argument("--select", choices=["test", "val", "last"], default=d["select"], help=d["select_help"])
-    p.add_argument("--val_num", type=int, default=d["val_num"],
+    p.add_argument("--select", choices=["test", "val", "last"], default=d.select, help=d.select_help)
+    p.add_argument("--val_num", type=int, default=d.val_num,
                    help="with --select val: how many of the last training cases are held out for validation")
-    p.add_argument("--val_start", type=int, default=d["val_start"], help="first iteration that validates")
+    p.add_argument("--val_start", type=int, default=d.val_start, help="first iteration that validates")
     p.add_argument("--val_interval", type=int, default=200, help="validate every N iterations")
     p.add_argument("--sw_batch", type=int, default=4, help="sliding-window patches per forward in validation")
     p.add_argument("--log_interval", type=int, default=20,
@@ -127,7 +99,7 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
     p.add_argument("--image_interval", type=int, default=200, help="tensorboard images every N iterations")
     p.add_argument("--save_interval", type=int, default=200, help="write last.pth every N iterations")
     p.add_argument("--resume", action="store_true", help="continue from <snapshot>/last.pth")
-    p.add_argument("--model_root", default=os.path.join(ROOT, "model"), help="folder holding the snapshot folders")
+    p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"), help="folder holding the snapshot folders")
     # Speed options (README "Speed options"); the defaults are the faithful fp32 run.
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="mixed precision: none (fp32, faithful default) or bf16 (bfloat16 autocast of the forward "
@@ -140,32 +112,23 @@ def add_common_args(p: argparse.ArgumentParser, d: Dict[str, Any]) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the network with torch.compile (needs Triton on CUDA, a C++ compiler on the CPU; "
                         "the first iterations are slow while it compiles)")
-    # Baselines (--method uamt|sassnet|dtc|urpc|mcnet), README "Baselines".
-    p.add_argument("--baseline_consistency", type=float, default=None,
-                   help="final weight of a baseline's unsupervised term; default: the baseline's own (UA-MT 0.1, "
-                        "SASSNet 0.015, DTC/MC-Net 1.0 on LA and 0.1 on ACDC, URPC 0.1). --consistency is SS-Net's")
-    p.add_argument("--baseline_rampup", type=float, default=None,
-                   help="ramp-up length of a baseline's weight in units of 150 iterations; default: the "
-                        "baseline's own (40 on LA, 200 on ACDC). --consistency_rampup is SS-Net's")
-    p.add_argument("--ema_decay", type=float, default=0.99, help="UA-MT: EMA decay of the teacher")
-    p.add_argument("--beta", type=float, default=0.3, help="SASSNet/DTC: weight of the SDF regression loss")
-    p.add_argument("--temperature", type=float, default=0.1, help="MC-Net: sharpening temperature T")
-    p.add_argument("--mcnet_dice", choices=["released", "factor2"], default="released",
-                   help="MC-Net on ACDC: Dice of the public 2D code without the factor 2 (released) or the usual form")
+    add_method_args(p, d)
 
 
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Check the parsed training flags; the method's own are completed by its ``finish_args``.
+
+    Raises:
+        SystemExit: with the message of a bad flag combination (as argparse does).
+    """
+    method = get_method(args.method)
     if args.exp is None:
-        args.exp = get_method(args.method).name
+        args.exp = method.name
     try:
         args.device = device_from_flags(args.device, args.gpu)
+        method.finish_args(args)
     except ValueError as err:
         raise SystemExit(str(err))
-    if args.supervised_only:
-        args.lds, args.cs = "none", "off"
-    if getattr(args, "magnitude_scaling", "fixed") == "rms":
-        args.magnitude_at_released_patch = args.magnitude
-        args.magnitude = rms_scaled_magnitude(args.magnitude, args.patch_size, args.released_patch)
     if not 0 < args.labeled_bs <= args.batch_size:
         raise SystemExit(f"--labeled_bs must be in 1..--batch_size ({args.batch_size}), got {args.labeled_bs}")
     if not args.supervised_only and args.labeled_bs == args.batch_size:
@@ -177,15 +140,6 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def rms_scaled_magnitude(magnitude: float, patch: List[int], released_patch: List[int]) -> float:
-    """``--magnitude_scaling rms``: epsilon is an L2 norm over the whole input, so the same
-    per-pixel RMS at another size needs ``magnitude * sqrt(prod(patch) / prod(released_patch))``
-    (ACDC: 6 at 256x256 -> 1.5 at 64x64; LA: 10 at 112x112x80 -> 10 sqrt(voxels / 1003520))."""
-    if len(patch) != len(released_patch):
-        raise ValueError(f"--patch_size {patch} and the released patch {released_patch} differ in rank")
-    return float(magnitude * math.sqrt(float(np.prod(patch)) / float(np.prod(released_patch))))
-
-
 def make_train_loader(args: argparse.Namespace, dataset: Any, batch_sampler: Any) -> Any:
     """The training loader of ``--loader`` (workers seeded as released; see
     :mod:`dataloaders.epoch_loader`): ``reseed`` gives the released batches from
@@ -195,225 +149,6 @@ def make_train_loader(args: argparse.Namespace, dataset: Any, batch_sampler: Any
     return make_loader(getattr(args, "loader", "reseed"), dataset, batch_sampler, args.num_workers,
                        make_worker_init_fn(args.seed), torch.cuda.is_available() and args.device != "cpu",
                        bool(args.persistent_workers))
-
-
-def seed_everything(seed: int, deterministic: int) -> None:
-    """Seed ``random``, numpy and torch (all devices); ``deterministic`` as ``--deterministic``:
-    0 cudnn.benchmark, 1 (released) cuDNN deterministic, 2 also deterministic algorithms
-    everywhere (sets ``CUBLAS_WORKSPACE_CONFIG`` if unset, before cuBLAS starts)."""
-    if int(deterministic) >= 2:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    else:
-        torch.use_deterministic_algorithms(False)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed(seed)
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = bool(deterministic)
-
-
-def setup_logging(snapshot: str) -> None:
-    """Log to ``<snapshot>/log.txt`` and stderr (a fresh handler set per run)."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    fmt = logging.Formatter("[%(asctime)s.%(msecs)03d] %(message)s", datefmt="%H:%M:%S")
-    for h in (logging.FileHandler(os.path.join(snapshot, "log.txt")), logging.StreamHandler(sys.stderr)):
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    root.setLevel(logging.INFO)
-
-
-def rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def worker_death_error(err: RuntimeError) -> RuntimeError:
-    """A data-loader worker killed by the system most often ran out of shared memory (/dev/shm, where
-    workers put their batches; Docker gives a container 64 MB): say so and what to do."""
-    return RuntimeError(f"{err}. A data-loader worker died; the usual cause is a full shared-memory "
-                        "filesystem /dev/shm, through which workers send their batches (check `df -h /dev/shm`; "
-                        "Docker's default is 64 MB). Give the container more (docker run --shm-size=8g ...) or "
-                        "load in the main process with --num_workers 0 (slower, and the batches differ from "
-                        "the released 4-worker run)")
-
-
-class EpochStream:
-    """Training batches forever: a new pass over ``loader`` (a new sampler epoch,
-    so a new iterator, which draws its workers' base seed from the global torch
-    generator, as the released ``for epoch: for batch in trainloader`` does)
-    after each.
-
-    For an exact ``--resume`` it keeps the RNG states taken right before the
-    current epoch's iterator was created and how many of its batches were taken
-    (:meth:`state_dict`); :meth:`load_state_dict` re-creates that iterator from
-    those states and takes the same batches again, so the sampler, the worker
-    seeds and the augmentation draws continue as in the uninterrupted run (at
-    the cost of re-loading at most one epoch of batches). With
-    ``--persistent_workers 1`` the workers' generators carry over from earlier
-    epochs, so that replay cannot reproduce them.
-    """
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-        self._iterator: Optional[Iterator[Any]] = None
-        self.epoch_rng: Optional[Dict[str, Any]] = None
-        self.taken = 0
-
-    def __iter__(self) -> "EpochStream":
-        return self
-
-    def _new_epoch(self) -> None:
-        self.epoch_rng = rng_state()
-        self._iterator = iter(self.loader)
-        self.taken = 0
-
-    def __next__(self) -> Any:
-        if self._iterator is None:
-            self._new_epoch()
-        try:
-            batch = next(self._iterator)
-        except RuntimeError as err:
-            if "DataLoader worker" in str(err):
-                raise worker_death_error(err) from err
-            raise
-        except StopIteration:
-            if self.taken == 0:
-                raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
-            self._new_epoch()
-            return next(self)
-        self.taken += 1
-        return batch
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"epoch_rng": self.epoch_rng, "taken": self.taken}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Replay the saved epoch up to where it was; the caller then restores the
-        RNG states of the moment of saving (:func:`set_rng_state`)."""
-        if state.get("epoch_rng") is None:  # saved before the first batch: start afresh
-            self._iterator, self.epoch_rng, self.taken = None, None, 0
-            return
-        set_rng_state(state["epoch_rng"])
-        self._new_epoch()
-        for _ in range(int(state["taken"])):
-            next(self._iterator)
-            self.taken += 1
-
-
-# ---------------------------------------------------------------------- speed options
-
-
-def resolve_channels_last(mode: str, device: torch.device, deterministic: bool) -> bool:
-    """``--channels_last``: ``on`` / ``off``, or ``auto`` = on only for CUDA with ``--deterministic 0``."""
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"--channels_last must be auto, on or off, got {mode!r}")
-    if mode == "auto":
-        return torch.device(device).type == "cuda" and not deterministic
-    return mode == "on"
-
-
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> ``torch.channels_last``; (B, C, H, W, D) -> ``torch.channels_last_3d``;
-    other ranks unchanged. Same values and shape, only the memory layout changes."""
-    if x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    if x.dim() == 5:
-        return x.contiguous(memory_format=torch.channels_last_3d)
-    return x
-
-
-def model_to_channels_last(model: nn.Module) -> nn.Module:
-    """Convert, in place, every 4-D / 5-D parameter and buffer (the convolution
-    weights) to the channels-last layout of its rank; returns ``model``.
-    (``Module.to(memory_format=...)`` takes one format and fails on a mix of 4-D and 5-D weights.)"""
-    with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            if tensor.dim() in (4, 5):
-                tensor.data = to_channels_last(tensor.data)
-    return model
-
-
-def check_compile(device: torch.device) -> None:
-    """Fail early, with what to do, where ``torch.compile`` cannot work.
-
-    Raises:
-        RuntimeError: torch without ``torch.compile``, a Python version dynamo does
-            not support, CUDA without Triton, or CPU without a C++ compiler.
-    """
-    if not hasattr(torch, "compile") or not hasattr(nn.Module, "compile"):
-        raise RuntimeError(f"--compile needs PyTorch >= 2.2 (this is {torch.__version__}); drop --compile")
-    from torch import _dynamo  # noqa: WPS433 (only when compiling)
-    if not _dynamo.is_dynamo_supported():
-        raise RuntimeError(f"--compile: torch.compile does not support this Python "
-                           f"({sys.version.split()[0]}) with torch {torch.__version__}; drop --compile")
-    if torch.device(device).type == "cuda":
-        from torch.utils._triton import has_triton  # noqa: WPS433
-        if not has_triton():
-            raise RuntimeError("--compile on CUDA needs Triton (pip install triton, matching your torch); "
-                               "or drop --compile")
-    else:
-        compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
-        if not any(c and shutil.which(c) for c in compilers):
-            raise RuntimeError("--compile on the CPU needs a C++ compiler (g++, c++ or clang++ on PATH, or $CXX); "
-                               "install one or drop --compile")
-
-
-@dataclass
-class SpeedOptions:
-    """The resolved speed flags of a run (see :func:`setup_speed`)."""
-
-    amp: str = "none"
-    channels_last: bool = False
-    compiled: bool = False
-
-
-def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device,
-                deterministic: Optional[bool] = None) -> SpeedOptions:
-    """Apply ``--amp`` / ``--channels_last`` / ``--compile`` to ``model`` (in place) before
-    the optimiser is built; returns what is in effect for :func:`train_step`.
-
-    ``--compile`` uses ``model.compile()``, which compiles the module in place, so
-    ``state_dict`` keys (checkpoints) stay those of the plain network.
-
-    Same math, not the same random draws: with channels-last the dropout masks
-    are drawn in memory order, and compiled code draws them with its own
-    generator, so those runs are not bit-identical to the faithful fp32 run
-    (equally random; losses agree to float rounding when dropout is off).
-
-    Raises:
-        ValueError: a bad ``--amp`` value. RuntimeError: ``--compile`` where it cannot work.
-    """
-    device = torch.device(device)
-    amp = getattr(args, "amp", "none")
-    check_amp(amp, device)
-    if deterministic is None:
-        deterministic = bool(getattr(args, "deterministic", 1))
-    channels_last = resolve_channels_last(getattr(args, "channels_last", "off"), device, deterministic)
-    if channels_last:
-        model_to_channels_last(model)
-    compiled = bool(getattr(args, "compile", False))
-    if compiled:
-        check_compile(device)
-        model.compile()
-    options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled)
-    if options != SpeedOptions():
-        logging.info("speed options: amp %s, channels_last %s, compile %s", amp, channels_last, compiled)
-    return options
 
 
 def log_value(value: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -458,12 +193,8 @@ def train_step(method: Any, optimizer: torch.optim.Optimizer, image: torch.Tenso
         out = method.step(image, label, iter_num)
     optimizer.zero_grad(set_to_none=zero_grad == "none")
     out["loss"].backward()
-    if getattr(method, "phase_hook", None) is not None:
-        method.phase_hook("backward")
     optimizer.step()
     method.after_step(iter_num + 1)
-    if getattr(method, "phase_hook", None) is not None:
-        method.phase_hook("step")
     return out
 
 
@@ -526,7 +257,7 @@ class Trainer:
 
     def load_last(self) -> None:
         if not os.path.isfile(self.last_path):
-            raise SystemExit(f"--resume: no checkpoint at {self.last_path}; run without --resume to start, "
+            raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}; run without --resume to start, "
                              "or check --exp/--labelnum/--model_root")
         # Our own file, with numpy RNG state inside: not a weights-only checkpoint. Loaded on the CPU: the
         # RNG states must stay CPU tensors; weights and optimiser state move to the parameters' device.
@@ -647,16 +378,6 @@ class Trainer:
                          if k in ("loss", "loss_dice", "loss_lds", "loss_cs_l")})
 
 
-def run_cli(main: Callable[[], Any]) -> None:
-    """Run a script's ``main``; bad input (missing files, bad data, no GPU)
-    ends with its message and exit status 1 instead of a traceback."""
-    try:
-        main()
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        logging.getLogger().error("error: %s", e)  # stderr (and log.txt once the run has one)
-        sys.exit(1)
-
-
 def prepare_snapshot(args: argparse.Namespace, dataset: str) -> Tuple[str, torch.device]:
     """Create the snapshot folder, log set-up, config.json; seed; pick the device."""
     device = resolve_device(args.device)
@@ -664,7 +385,7 @@ def prepare_snapshot(args: argparse.Namespace, dataset: str) -> Tuple[str, torch
         torch.cuda.set_device(device)  # kernels and caches of this run go to its GPU, never to GPU 0 as well
     if device.type == "cpu" and args.keep_host_memory:
         keep_freed_host_memory()
-    snapshot = os.path.join(args.model_root, f"{dataset}_{args.exp}_{args.labelnum}_labeled", args.model)
+    snapshot = snapshot_dir(args.model_root, dataset, args.exp, args.labelnum, args.model)
     if os.path.isfile(os.path.join(snapshot, "last.pth")) and not args.resume:
         logging.getLogger().warning("%s already holds a run; it will be overwritten (use --resume to continue)",
                                     snapshot)

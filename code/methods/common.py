@@ -1,16 +1,19 @@
 """What the five baselines (UA-MT, SASSNet, DTC, URPC, MC-Net) share.
 
-* :class:`Baseline`: the method interface of :mod:`methods` (``from_args``,
-  ``build_model``, ``step``, ``after_step``, ``state_dict``), the batch checks
-  and the unsupervised weight ``w(t) = lambda * sigmoid_rampup(t // 150, L)``.
+* :class:`Baseline`: the :class:`methods.base.Method` interface for the
+  baselines (``from_args``, ``build_model``, ``after_step``, ``state_dict``),
+  the batch checks and the unsupervised weight
+  ``w(t) = lambda * sigmoid_rampup(t // 150, L)``.
 * Which training flags a baseline uses: each keeps the loss weight and ramp of
-  its public code (``OWN_WEIGHT``); ``--consistency`` / ``--consistency_rampup``
+  its public code (the dataset description's
+  :class:`datasets.MethodSetting`); ``--consistency`` / ``--consistency_rampup``
   are SS-Net's and are not read; ``--baseline_consistency`` /
   ``--baseline_rampup`` override the baseline's own values. SS-Net-only flags
   (``--lds``, ``--cs``, ``--supervised_only``) are refused.
 * :func:`sq_dice_loss`: the supervised Dice form of UA-MT, SASSNet, DTC and
-  URPC, ``1 - (2 sum(p g) + 1e-5) / (sum(p^2) + sum(g^2) + 1e-5)``: on LA the
-  foreground channel, on ACDC the mean over all C classes (background
+  URPC, ``1 - (2 sum(p g) + 1e-5) / (sum(p^2) + sum(g^2) + 1e-5)``: on a
+  ``dice="foreground"`` dataset (LA) the foreground channel, on a
+  ``dice="classes"`` one (ACDC) the mean over all C classes (background
   included, one-hot g), as in their public code.
 """
 import logging
@@ -19,31 +22,27 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from datasets import DatasetDescription, get_dataset
+from methods.base import Method
 from networks.net_factory import net_factory
 from utils.losses import DiceLoss, soft_dice_loss
 from utils.ramps import consistency_weight
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("LA", "ACDC")
 #: smoothing term of the UA-MT / SASSNet / DTC / SSL4MIS Dice losses
 SQ_DICE_SMOOTH = 1e-5
 
 
-def check_dataset(dataset: str, method: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"{method}: dataset must be 'LA' or 'ACDC', got {dataset!r}")
-
-
-def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: str) -> torch.Tensor:
+def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: "str | DatasetDescription") -> torch.Tensor:
     """Supervised soft Dice of the labeled items.
 
     probs (L, C, *S) softmax probabilities, labels (L, *S) integer classes.
-    LA: ``1 - (2 sum(p1 g) + s) / (sum(p1^2) + sum(g^2) + s)`` with p1 the
-    foreground channel and g = [label == 1]; ACDC: the same per class with
-    one-hot g, averaged over the C classes; s = 1e-5.
+    ``dice="foreground"`` (LA): ``1 - (2 sum(p1 g) + s) / (sum(p1^2) + sum(g^2) + s)`` with p1
+    the foreground channel and g = [label == 1]; ``dice="classes"`` (ACDC): the same per class
+    with one-hot g, averaged over the C classes; s = 1e-5.
     """
-    if dataset == "LA":
+    if get_dataset(dataset).dice == "foreground":
         return soft_dice_loss(probs[:, 1:2], (labels == 1).unsqueeze(1).to(probs.dtype), smooth=SQ_DICE_SMOOTH)
     return DiceLoss(probs.shape[1], smooth=SQ_DICE_SMOOTH)(probs, labels)
 
@@ -53,71 +52,94 @@ def _arg(args: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-class Baseline:
-    """Base class of the baseline methods (see :mod:`methods` for the interface).
+class Baseline(Method):
+    """Base class of the baseline methods (see :mod:`methods.base` for the interface).
 
-    Subclasses set ``name``, ``log_keys``, ``NETWORKS`` (dataset -> network
-    name for :func:`networks.net_factory.net_factory`), ``OWN_WEIGHT``
-    (dataset -> (lambda, ramp length L)) and ``RAMP_AFTER_INCREMENT``, and
-    implement ``step``.
+    Subclasses set ``key``, ``name``, ``log_keys`` and ``RAMP_AFTER_INCREMENT``,
+    implement ``step``, and may add flags (``add_args``) and constructor
+    arguments from them (``kwargs_from_args``). Network, lambda and L come from
+    the dataset description's setting for ``key``.
     """
 
-    name = "Baseline"
-    log_keys: Tuple[str, ...] = ("loss",)
-    NETWORKS: Dict[str, str] = {}
-    OWN_WEIGHT: Dict[str, Tuple[float, float]] = {}
+    args_title = "baselines (--method uamt, sassnet, dtc, urpc, mcnet)"
     #: True: w(t) uses the iteration count after the increment (MC-Net's public code); False: before it.
     RAMP_AFTER_INCREMENT = False
 
-    def __init__(self, dataset: str, model: nn.Module, num_classes: int, labeled_bs: int,
+    def __init__(self, dataset: "str | DatasetDescription", model: nn.Module, num_classes: int, labeled_bs: int,
                  consistency: Optional[float] = None, consistency_rampup: Optional[float] = None) -> None:
-        check_dataset(dataset, self.name)
+        self.data = get_dataset(dataset)
+        setting = self.data.method(self.key)
         if labeled_bs < 1:
             raise ValueError(f"{self.name}: labeled_bs must be >= 1, got {labeled_bs}")
-        own_lambda, own_ramp = self.OWN_WEIGHT[dataset]
-        self.dataset = dataset
+        self.dataset = self.data.name
         self.model = model
         self.num_classes = num_classes
         self.labeled_bs = labeled_bs
-        self.consistency = own_lambda if consistency is None else float(consistency)
-        self.consistency_rampup = own_ramp if consistency_rampup is None else float(consistency_rampup)
+        self.consistency = setting.weight if consistency is None else float(consistency)
+        self.consistency_rampup = setting.rampup if consistency_rampup is None else float(consistency_rampup)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def build_model(cls, dataset: str, num_classes: int, mode: str = "train",
-                    device: Optional[Any] = None) -> nn.Module:
-        """The method's network; ``model(x)[0]`` is the output it is validated and tested on."""
-        check_dataset(dataset, cls.name)
-        return net_factory(cls.NETWORKS[dataset], in_chns=1, class_num=num_classes, mode=mode, device=device,
-                           with_heads=False)
+    def add_args(cls, parser: Any, dataset: DatasetDescription) -> None:
+        """``--baseline_consistency`` / ``--baseline_rampup``."""
+        parser.add_argument("--baseline_consistency", type=float, default=None,
+                            help="final weight of a baseline's unsupervised term; default: the baseline's own "
+                                 "(UA-MT 0.1, SASSNet 0.015, DTC/MC-Net 1.0 on LA and 0.1 on ACDC, URPC 0.1). "
+                                 "--consistency is SS-Net's")
+        parser.add_argument("--baseline_rampup", type=float, default=None,
+                            help="ramp-up length of a baseline's weight in units of 150 iterations; default: the "
+                                 "baseline's own (40 on LA, 200 on ACDC). --consistency_rampup is SS-Net's")
+
+    @classmethod
+    def build_model(cls, dataset: "str | DatasetDescription", num_classes: int, mode: str = "train",
+                    device: Optional[Any] = None, model: Optional[str] = None) -> nn.Module:
+        """The method's network on ``dataset`` (``model``, SS-Net's ``--model``, does not apply);
+        ``network(x)[0]`` is the output it is validated and tested on."""
+        network = get_dataset(dataset).method(cls.key).network
+        return net_factory(network, in_chns=1, class_num=num_classes, mode=mode, device=device, with_heads=False)
 
     @classmethod
     def check_flags(cls, args: Any) -> None:
-        """Refuse SS-Net-only flags instead of silently ignoring them."""
+        """Refuse SS-Net-only flags instead of silently ignoring them.
+
+        Raises:
+            ValueError: ``--supervised_only``, ``--lds`` or ``--cs`` set.
+        """
         if getattr(args, "supervised_only", False):
-            raise SystemExit(f"--method {cls.name.lower()}: --supervised_only trains the lower/upper-bound "
+            raise ValueError(f"--method {cls.key}: --supervised_only trains the lower/upper-bound "
                              "rows; run it with --method ssnet --supervised_only")
         for flag, default in (("lds", "dice"), ("cs", "on")):
             if getattr(args, flag, default) != default:
-                raise SystemExit(f"--{flag} is an SS-Net ablation flag; {cls.name} has no such loss term")
+                raise ValueError(f"--{flag} is an SS-Net ablation flag; {cls.name} has no such loss term")
 
     @classmethod
-    def weight_from_args(cls, args: Any, dataset: str) -> Tuple[float, float]:
+    def weight_from_args(cls, args: Any, dataset: "str | DatasetDescription") -> Tuple[float, float]:
         """(lambda, L): ``--baseline_consistency`` / ``--baseline_rampup`` or the baseline's own values."""
-        own_lambda, own_ramp = cls.OWN_WEIGHT[dataset]
-        lam = float(_arg(args, "baseline_consistency", own_lambda))
-        ramp = float(_arg(args, "baseline_rampup", own_ramp))
+        data = get_dataset(dataset)
+        setting = data.method(cls.key)
+        lam = float(_arg(args, "baseline_consistency", setting.weight))
+        ramp = float(_arg(args, "baseline_rampup", setting.rampup))
         logger.info("%s on %s: unsupervised weight %g, ramp-up %g x 150 iterations (%s; --consistency and "
-                    "--consistency_rampup are SS-Net's and not used)", cls.name, dataset, lam, ramp,
-                    "the baseline's own" if (lam, ramp) == (own_lambda, own_ramp) else "from --baseline_* flags")
+                    "--consistency_rampup are SS-Net's and not used)", cls.name, data.name, lam, ramp,
+                    "the baseline's own" if (lam, ramp) == (setting.weight, setting.rampup)
+                    else "from --baseline_* flags")
         return lam, ramp
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str, num_classes: int, device: torch.device) -> "Baseline":
+    def kwargs_from_args(cls, args: Any, dataset: DatasetDescription, num_classes: int,
+                         device: torch.device) -> Dict[str, Any]:
+        """The subclass's own constructor arguments from the flags (built after the model)."""
+        return {}
+
+    @classmethod
+    def from_args(cls, args: Any, dataset: "str | DatasetDescription", num_classes: int,
+                  device: torch.device) -> "Baseline":
         cls.check_flags(args)
-        lam, ramp = cls.weight_from_args(args, dataset)
-        model = cls.build_model(dataset, num_classes, "train", device)
-        return cls(dataset, model, num_classes, args.labeled_bs, consistency=lam, consistency_rampup=ramp)
+        data = get_dataset(dataset)
+        lam, ramp = cls.weight_from_args(args, data)
+        model = cls.build_model(data, num_classes, "train", device)
+        return cls(data, model, num_classes, args.labeled_bs, consistency=lam, consistency_rampup=ramp,
+                   **cls.kwargs_from_args(args, data, num_classes, device))
 
     # ------------------------------------------------------------------ per iteration
     def weight(self, iter_num: int) -> float:
@@ -133,16 +155,3 @@ class Baseline:
         if image.shape[0] <= self.labeled_bs:
             raise ValueError(f"{self.name}: the batch of {image.shape[0]} has no unlabeled item "
                              f"(labeled_bs = {self.labeled_bs}); use --batch_size > --labeled_bs")
-
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def after_step(self, iter_num: int) -> None:
-        """Nothing to do after the optimiser step (overridden by UA-MT and SASSNet)."""
-
-    def state_dict(self) -> Dict[str, Any]:
-        """Extra state for ``--resume`` besides the model (none by default)."""
-        return {}
-
-    def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
-        """Restore :meth:`state_dict` (nothing by default)."""

@@ -44,24 +44,20 @@ class DTC(Baseline):
         beta: weight of the SDF loss (0.3).
     """
 
+    key = "dtc"
     name = "DTC"
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_consistency", "consistency_weight")
-    NETWORKS = {"LA": "vnet_sdf", "ACDC": "unet_sdf"}
-    OWN_WEIGHT = {"LA": (1.0, 40.0), "ACDC": (0.1, 200.0)}
 
-    def __init__(self, dataset: str, model: nn.Module, num_classes: int, labeled_bs: int,
+    def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
                  consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
                  beta: float = 0.3) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
         self.beta = beta
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str, num_classes: int, device: torch.device) -> "DTC":
-        cls.check_flags(args)
-        lam, ramp = cls.weight_from_args(args, dataset)
-        model = cls.build_model(dataset, num_classes, "train", device)
-        return cls(dataset, model, num_classes, args.labeled_bs, consistency=lam, consistency_rampup=ramp,
-                   beta=getattr(args, "beta", 0.3))
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+        """``--beta`` (a SASSNet flag: both weight the SDF regression loss)."""
+        return {"beta": getattr(args, "beta", 0.3)}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

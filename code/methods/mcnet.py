@@ -28,8 +28,6 @@ from torch import nn
 from methods.common import Baseline
 from utils.losses import binary_dice_loss, cross_entropy_loss, one_hot, soft_dice_loss
 
-#: lambda_seg of the supervised Dice per dataset (public defaults)
-SEG_WEIGHT = {"LA": 0.5, "ACDC": 1.0}
 DICE_FORMS = ("released", "factor2")
 
 
@@ -84,13 +82,12 @@ class MCNet(Baseline):
         dice: ACDC Dice form, ``"released"`` (no factor 2) or ``"factor2"``.
     """
 
+    key = "mcnet"
     name = "MCNet"
     log_keys = ("loss", "loss_dice", "loss_ce", "loss_consistency", "consistency_weight")
-    NETWORKS = {"LA": "mcnet3d_v1", "ACDC": "mcnet2d_v1"}
-    OWN_WEIGHT = {"LA": (1.0, 40.0), "ACDC": (0.1, 200.0)}
     RAMP_AFTER_INCREMENT = True
 
-    def __init__(self, dataset: str, model: nn.Module, num_classes: int, labeled_bs: int,
+    def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
                  consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
                  temperature: float = 0.1, dice: str = "released") -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
@@ -100,19 +97,25 @@ class MCNet(Baseline):
             raise ValueError(f"MCNet: temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.dice = dice
-        self.seg_weight = SEG_WEIGHT[dataset]
+        #: lambda_seg of the supervised Dice (public defaults: 0.5 on LA, 1 on ACDC)
+        self.seg_weight = float(self.data.method(self.key).options["seg_weight"])
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str, num_classes: int, device: torch.device) -> "MCNet":
-        cls.check_flags(args)
-        lam, ramp = cls.weight_from_args(args, dataset)
-        model = cls.build_model(dataset, num_classes, "train", device)
-        return cls(dataset, model, num_classes, args.labeled_bs, consistency=lam, consistency_rampup=ramp,
-                   temperature=getattr(args, "temperature", 0.1), dice=getattr(args, "mcnet_dice", "released"))
+    def add_args(cls, parser: Any, dataset: Any) -> None:
+        """``--temperature``, ``--mcnet_dice``."""
+        parser.add_argument("--temperature", type=float, default=0.1, help="MC-Net: sharpening temperature T")
+        parser.add_argument("--mcnet_dice", choices=["released", "factor2"], default="released",
+                            help="MC-Net on ACDC: Dice of the public 2D code without the factor 2 (released) "
+                                 "or the usual form")
+
+    @classmethod
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+        """``--temperature`` and ``--mcnet_dice``."""
+        return {"temperature": getattr(args, "temperature", 0.1), "dice": getattr(args, "mcnet_dice", "released")}
 
     def supervised_dice(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One decoder's Dice of the labeled items: probs (L, C, *S), labels (L, *S)."""
-        if self.dataset == "LA":
+        if self.data.dice == "foreground":
             return binary_dice_loss(probs[:, 1], labels == 1)
         return mcnet2d_dice_loss(probs, labels, self.dice)
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets import get_dataset
 from methods.common import Baseline, sq_dice_loss
 from methods.sdf import sdf_target
 from networks.discriminator import FC3DDiscriminator, FCDiscriminator
@@ -64,12 +65,12 @@ class SASSNet(Baseline):
         d_lr: learning rate of the discriminator's Adam (1e-4).
     """
 
+    key = "sassnet"
     name = "SASSNet"
+    args_title = "--method sassnet and dtc"
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_adv", "loss_D", "consistency_weight")
-    NETWORKS = {"LA": "vnet_sdf", "ACDC": "unet_sdf"}
-    OWN_WEIGHT = {"LA": (0.015, 40.0), "ACDC": (0.015, 200.0)}
 
-    def __init__(self, dataset: str, model: nn.Module, num_classes: int, labeled_bs: int,
+    def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
                  discriminator: nn.Module, consistency: Optional[float] = None,
                  consistency_rampup: Optional[float] = None, beta: float = 0.3, d_lr: float = D_LR) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
@@ -81,21 +82,24 @@ class SASSNet(Baseline):
         self._out: Optional[Dict[str, torch.Tensor]] = None
 
     @staticmethod
-    def build_discriminator(dataset: str, num_classes: int, patch_size: Sequence[int],
+    def build_discriminator(dataset: Any, num_classes: int, patch_size: Sequence[int],
                             device: Optional[Any] = None) -> nn.Module:
-        """FC3DDiscriminator (LA) or FCDiscriminator (ACDC) for C-channel SDF maps and 1-channel images."""
-        cls = FC3DDiscriminator if dataset == "LA" else FCDiscriminator
+        """FC3DDiscriminator (3D datasets: LA) or FCDiscriminator (2D: ACDC) for C-channel SDF maps
+        and 1-channel images."""
+        cls = FC3DDiscriminator if get_dataset(dataset).spatial_dims == 3 else FCDiscriminator
         d = cls(num_classes, patch_size=patch_size)
         return d if device is None else d.to(device)
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str, num_classes: int, device: torch.device) -> "SASSNet":
-        cls.check_flags(args)
-        lam, ramp = cls.weight_from_args(args, dataset)
-        model = cls.build_model(dataset, num_classes, "train", device)
-        d = cls.build_discriminator(dataset, num_classes, args.patch_size, device)
-        return cls(dataset, model, num_classes, args.labeled_bs, d, consistency=lam, consistency_rampup=ramp,
-                   beta=getattr(args, "beta", 0.3))
+    def add_args(cls, parser: Any, dataset: Any) -> None:
+        """``--beta`` (DTC reads it too)."""
+        parser.add_argument("--beta", type=float, default=0.3, help="SASSNet/DTC: weight of the SDF regression loss")
+
+    @classmethod
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+        """The discriminator (built after the segmentation network) and ``--beta``."""
+        return {"discriminator": cls.build_discriminator(dataset, num_classes, args.patch_size, device),
+                "beta": getattr(args, "beta", 0.3)}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
         """Generator losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

@@ -14,27 +14,39 @@ validation; this module builds the network and computes one iteration's losses.
 The order of random draws follows the released scripts (forward pass, then
 separation, then VAT), so a seeded run reproduces theirs.
 """
-from typing import Any, Dict
+import argparse
+import math
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets import DatasetDescription, get_dataset
+from methods.base import Method
 from networks.net_factory import net_factory
 from utils.losses import binary_dice_loss, cross_entropy_loss, DiceLoss
 from utils.ramps import consistency_weight
 from utils.separation import PrototypeMemory, separation_step
 from utils.vat import VATLoss
 
-#: VAT distance for ``--lds dice`` per dataset (the released choice).
-DICE_DISTANCE = {"LA": "dice", "ACDC": "class_dice"}
+
+def rms_scaled_magnitude(magnitude: float, patch: List[int], released_patch: List[int]) -> float:
+    """``--magnitude_scaling rms``: epsilon is an L2 norm over the whole input, so the same
+    per-pixel RMS at another size needs ``magnitude * sqrt(prod(patch) / prod(released_patch))``
+    (ACDC: 6 at 256x256 -> 1.5 at 64x64; LA: 10 at 112x112x80 -> 10 sqrt(voxels / 1003520))."""
+    if len(patch) != len(released_patch):
+        raise ValueError(f"--patch_size {patch} and the released patch {released_patch} differ in rank")
+    return float(magnitude * math.sqrt(float(np.prod(patch)) / float(np.prod(released_patch))))
 
 
-class SSNet:
-    """SS-Net on LA (``dataset="LA"``, V-Net) or ACDC (``dataset="ACDC"``, U-Net).
+class SSNet(Method):
+    """SS-Net on a dataset description (LA: V-Net, ACDC: U-Net).
 
     Args:
-        dataset: ``"LA"`` or ``"ACDC"``.
+        dataset: a dataset name (``"LA"``, ``"ACDC"``) or description (:mod:`datasets`): the
+            VAT distance of ``--lds dice``, the supervised Dice form and the defaults below.
         model: the network from :func:`networks.net_factory.net_factory`.
         num_classes: C.
         labeled_bs: how many leading items of each batch are labeled.
@@ -42,57 +54,102 @@ class SSNet:
         cs: use the separation loss.
         supervised_only: the batch holds labeled items only and the loss is
             ``L_seg`` alone (the paper's V-Net / U-Net rows).
-        consistency, consistency_rampup: w(t) = consistency * sigmoid_rampup(t // 150, rampup).
-        magnitude: VAT epsilon (LA 10, ACDC 6).
+        consistency, consistency_rampup: w(t) = consistency * sigmoid_rampup(t // 150, rampup)
+            (default: the dataset's, LA 1.0 / 40, ACDC 0.1 / 200).
+        magnitude: VAT epsilon (default: the dataset's, LA 10, ACDC 6).
         xi: VAT xi (10).
         prototype_keep: ``"lowest"`` (released) or ``"highest"`` (the paper's text).
         memory_weighting: ``"released"`` (every prototype weight is 1: the released
             code rescales the memory weights over an axis of size 1) or ``"mean"``
             (sigmoid(selector) rescaled to mean 1, as the paper describes).
-        ramp_after_increment: the released 3D script computes w(t) from the
-            iteration count after the increment, the 2D script before it.
+        ramp_after_increment: w(t) from the iteration count after the increment (the
+            released 3D script) or before it (the 2D script); default: the dataset's.
     """
 
+    key = "ssnet"
     name = "SSNet"
+    args_title = "SS-Net (--method ssnet)"
     log_keys = ("loss", "loss_dice", "loss_ce", "loss_lds", "loss_cs_l", "loss_cs_u", "consistency_weight")
 
-    def __init__(self, dataset: str, model: nn.Module, num_classes: int, labeled_bs: int, lds: str = "dice",
-                 cs: bool = True, supervised_only: bool = False, consistency: float = 1.0,
-                 consistency_rampup: float = 40.0, magnitude: float = 10.0, xi: float = 10.0,
-                 prototype_keep: str = "lowest", memory_weighting: str = "released",
-                 ramp_after_increment: bool = True, **_: Any) -> None:
-        if dataset not in DICE_DISTANCE:
-            raise ValueError(f"dataset must be 'LA' or 'ACDC', got {dataset!r}")
+    def __init__(self, dataset: "str | DatasetDescription", model: nn.Module, num_classes: int, labeled_bs: int,
+                 lds: str = "dice", cs: bool = True, supervised_only: bool = False,
+                 consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
+                 magnitude: Optional[float] = None, xi: float = 10.0, prototype_keep: str = "lowest",
+                 memory_weighting: str = "released", ramp_after_increment: Optional[bool] = None) -> None:
+        data = get_dataset(dataset)
         if lds not in ("dice", "kl", "none"):
             raise ValueError(f"--lds must be dice, kl or none, got {lds!r}")
-        self.dataset = dataset
+        self.data, self.dataset = data, data.name
         self.model = model
         self.num_classes = num_classes
         self.labeled_bs = labeled_bs
         self.lds, self.cs, self.supervised_only = lds, cs, supervised_only
-        self.consistency, self.consistency_rampup = consistency, consistency_rampup
-        self.ramp_after_increment = ramp_after_increment
+        self.consistency = data.consistency if consistency is None else consistency
+        self.consistency_rampup = data.consistency_rampup if consistency_rampup is None else consistency_rampup
+        self.ramp_after_increment = (bool(data.method(self.key).options.get("ramp_after_increment", False))
+                                     if ramp_after_increment is None else ramp_after_increment)
         self.vat = None if lds == "none" else VATLoss(
-            xi=xi, epsilon=magnitude, ip=1, distance=DICE_DISTANCE[dataset] if lds == "dice" else "kl")
+            xi=xi, epsilon=data.magnitude if magnitude is None else magnitude, ip=1,
+            distance=data.vat_distance if lds == "dice" else "kl")
         self.memory_weighting = memory_weighting
         self.memory = PrototypeMemory(num_classes, per_class=32, keep=prototype_keep)
-        self.multiclass_dice = DiceLoss(num_classes) if dataset == "ACDC" else None
-        #: optional ``callable(phase_name)`` called after each phase of ``step``
-        #: (code/benchmark.py uses it to time phases; None in training).
-        self.phase_hook = None
-
-    def _phase(self, name: str) -> None:
-        if self.phase_hook is not None:
-            self.phase_hook(name)
+        self.multiclass_dice = DiceLoss(num_classes) if data.dice == "classes" else None
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str, num_classes: int, device: torch.device) -> "SSNet":
-        model = net_factory(args.model, in_chns=1, class_num=num_classes, mode="train", device=device)
+    def add_args(cls, parser: Any, dataset: DatasetDescription) -> None:
+        """SS-Net's loss weights, VAT and prototype flags and its ablations (Table 3)."""
+        parser.add_argument("--consistency", type=float, default=dataset.consistency,
+                            help="final weight of the unsupervised losses")
+        parser.add_argument("--consistency_rampup", type=float, default=dataset.consistency_rampup,
+                            help="ramp-up length in units of 150 iterations")
+        parser.add_argument("--magnitude", type=float, default=dataset.magnitude,
+                            help="VAT epsilon (perturbation norm)")
+        parser.add_argument(
+            "--magnitude_scaling", choices=["fixed", "rms"], default="fixed",
+            help="fixed (released): --magnitude is the L2 norm of the perturbation at any --patch_size. "
+                 "rms: --magnitude is meant at the released patch (%s) and is scaled by "
+                 "sqrt(patch voxels / released patch voxels), which keeps the per-pixel RMS of the "
+                 "perturbation, e.g. 6 at 256x256 -> 1.5 at 64x64" % "x".join(map(str, dataset.patch_size)))
+        parser.set_defaults(released_patch=list(dataset.patch_size))
+        parser.add_argument("--lds", choices=["dice", "kl", "none"], default="dice",
+                            help="smoothness loss distance (Table 3: dice = released, kl = original VAT, none = off)")
+        parser.add_argument("--cs", choices=["on", "off"], default="on",
+                            help="inter-class separation loss (Table 3)")
+        parser.add_argument("--supervised_only", action="store_true",
+                            help="batches of labeled cases only, Dice loss only (the paper's V-Net/U-Net rows)")
+        parser.add_argument("--prototype_keep", choices=["lowest", "highest"], default="lowest",
+                            help="prototype selection: lowest attention scores (released) or highest (paper text)")
+        parser.add_argument("--memory_weighting", choices=["released", "mean"], default="released",
+                            help="prototype weights in the separation loss: released (all 1, as the released code "
+                                 "computes them) or mean (sigmoid(selector) rescaled to mean 1, as the paper "
+                                 "describes)")
+
+    @classmethod
+    def finish_args(cls, args: argparse.Namespace) -> None:
+        """``--supervised_only`` turns both unsupervised terms off; ``--magnitude_scaling rms``
+        rescales ``--magnitude`` to ``--patch_size``."""
+        if args.supervised_only:
+            args.lds, args.cs = "none", "off"
+        if getattr(args, "magnitude_scaling", "fixed") == "rms":
+            args.magnitude_at_released_patch = args.magnitude
+            args.magnitude = rms_scaled_magnitude(args.magnitude, args.patch_size, args.released_patch)
+
+    @classmethod
+    def build_model(cls, dataset: "str | DatasetDescription", num_classes: int, mode: str = "train",
+                    device: Optional[Any] = None, model: Optional[str] = None) -> nn.Module:
+        """``net_factory(model)`` with SS-Net's heads; ``model`` defaults to the dataset's (VNet, unet)."""
+        if model is None:
+            model = get_dataset(dataset).method(cls.key).network
+        return net_factory(model, in_chns=1, class_num=num_classes, mode=mode, device=device)
+
+    @classmethod
+    def from_args(cls, args: Any, dataset: "str | DatasetDescription", num_classes: int,
+                  device: torch.device) -> "SSNet":
+        model = cls.build_model(dataset, num_classes, "train", device, model=args.model)
         return cls(dataset, model, num_classes, args.labeled_bs, lds=args.lds, cs=args.cs == "on",
                    supervised_only=args.supervised_only, consistency=args.consistency,
                    consistency_rampup=args.consistency_rampup, magnitude=args.magnitude,
-                   prototype_keep=args.prototype_keep, memory_weighting=args.memory_weighting, ramp_after_increment=(dataset == "LA"))
-
+                   prototype_keep=args.prototype_keep, memory_weighting=args.memory_weighting)
     def supervised_loss(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Soft Dice of the labeled part: probs (L, C, *S), labels (L, *S)."""
         if self.multiclass_dice is None:
@@ -115,7 +172,6 @@ class SSNet:
         model.train()
         logits, features = model(image)
         probs = F.softmax(logits, dim=1)
-        self._phase("forward")
         lbs = image.shape[0] if self.supervised_only else self.labeled_bs
         labels = label[:lbs]
         out: Dict[str, torch.Tensor] = {}
@@ -125,26 +181,21 @@ class SSNet:
                 features, probs, labels, lbs, self.memory, heads=model, memory_weighting=self.memory_weighting)
         else:
             out["loss_cs_l"] = out["loss_cs_u"] = zero
-        self._phase("separation")
         out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels).detach()  # logged, not optimised
         out["loss_dice"] = self.supervised_loss(probs[:lbs], labels)
         if self.vat is not None and not self.supervised_only:
             out["loss_lds"] = self.vat(model, image)
         else:
             out["loss_lds"] = zero
-        self._phase("vat")
         w = 0.0 if self.supervised_only else self.weight(iter_num)
         out["loss"] = out["loss_dice"] + w * (out["loss_lds"] + 0.1 * (out["loss_cs_l"] + out["loss_cs_u"]))
         out["consistency_weight"] = torch.tensor(w)
         out["probs"] = probs.detach()
         return out
 
-    def after_step(self, iter_num: int) -> None:
-        """Nothing to do after the optimiser step."""
-
     def state_dict(self) -> Dict[str, Any]:
         """What a resumed run needs besides the model: the prototype memory."""
-        return {"memory": [None if m is None else m.detach().cpu() for m in self.memory.memory]}
+        return self.memory.state_dict()
 
     def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
-        self.memory.memory = [None if m is None else m.to(device) for m in state["memory"]]
+        self.memory.load_state_dict(state, device)

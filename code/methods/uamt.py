@@ -90,13 +90,12 @@ class UAMT(Baseline):
         passes: stochastic teacher passes for the uncertainty (8; even).
     """
 
+    key = "uamt"
     name = "UAMT"
     log_keys = ("loss", "loss_ce", "loss_dice", "loss_consistency", "consistency_weight", "threshold",
                 "mask_fraction")
-    NETWORKS = {"LA": "VNet", "ACDC": "unet"}
-    OWN_WEIGHT = {"LA": (0.1, 40.0), "ACDC": (0.1, 200.0)}
 
-    def __init__(self, dataset: str, model: nn.Module, num_classes: int, labeled_bs: int, max_iterations: int,
+    def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int, max_iterations: int,
                  consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
                  teacher: Optional[nn.Module] = None, ema_decay: float = 0.99, passes: int = 8) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
@@ -117,13 +116,16 @@ class UAMT(Baseline):
         self.teacher.train()
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str, num_classes: int, device: torch.device) -> "UAMT":
-        cls.check_flags(args)
-        lam, ramp = cls.weight_from_args(args, dataset)
-        model = cls.build_model(dataset, num_classes, "train", device)
-        teacher = cls.build_model(dataset, num_classes, "train", device)  # its own initialisation, as released
-        return cls(dataset, model, num_classes, args.labeled_bs, args.max_iterations, consistency=lam,
-                   consistency_rampup=ramp, teacher=teacher, ema_decay=getattr(args, "ema_decay", 0.99))
+    def add_args(cls, parser: Any, dataset: Any) -> None:
+        """``--ema_decay``."""
+        parser.add_argument("--ema_decay", type=float, default=0.99, help="UA-MT: EMA decay of the teacher")
+
+    @classmethod
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+        """T_max, the EMA decay and the teacher (its own initialisation, after the student's, as released)."""
+        teacher = cls.build_model(dataset, num_classes, "train", device)
+        return {"max_iterations": args.max_iterations, "teacher": teacher,
+                "ema_decay": getattr(args, "ema_decay", 0.99)}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

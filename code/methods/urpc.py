@@ -49,10 +49,9 @@ def rectified_consistency(probs: Sequence[torch.Tensor]) -> torch.Tensor:
 class URPC(Baseline):
     """URPC on LA (3D U-Net with deep supervision) or ACDC (2D U-Net with perturbed aux heads)."""
 
+    key = "urpc"
     name = "URPC"
     log_keys = ("loss", "loss_ce", "loss_dice", "loss_consistency", "consistency_weight")
-    NETWORKS = {"LA": "unet_3D_dv_semi", "ACDC": "unet_urpc"}
-    OWN_WEIGHT = {"LA": (0.1, 40.0), "ACDC": (0.1, 200.0)}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

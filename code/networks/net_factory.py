@@ -45,21 +45,6 @@ def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.d
     return dev
 
 
-def device_from_flags(device: str, gpu: Optional[str]) -> str:
-    """Merge ``--device`` and its alias ``--gpu``: a bare index N means ``cuda:N``, the N-th of
-    the VISIBLE devices (those ``CUDA_VISIBLE_DEVICES`` leaves). Both given and different: an error.
-
-    Raises:
-        ValueError: ``--device`` and ``--gpu`` disagree.
-    """
-    if gpu is None:
-        return device
-    alias = f"cuda:{gpu}" if str(gpu).isdigit() else str(gpu)
-    if device not in ("auto", alias):
-        raise ValueError(f"--device {device} and --gpu {gpu} disagree; pass only one of them.")
-    return alias
-
-
 def net_factory(net_type: str = "unet", in_chns: int = 1, class_num: int = 4, mode: str = "train",
                 device: Optional[Union[str, torch.device]] = None, with_heads: bool = True) -> nn.Module:
     """Build ``"VNet"`` (3D, LA) or ``"unet"`` (2D, ACDC) with SS-Net's heads, or a baseline's network.

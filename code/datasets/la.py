@@ -1,0 +1,43 @@
+"""LA (2018 Atrial Segmentation Challenge, 3D MRI): the released SS-Net setting.
+
+V-Net on 112x112x80 crops, batch 4 (2 labeled), SGD lr 0.01 x 0.1 every 2500
+iterations, 15000 iterations, VAT epsilon 10 with the binary Dice distance,
+consistency 1.0 ramped over 40 x 150 iterations; model selection on the 20
+test cases every 200 iterations from 2000 (released); sliding-window
+validation and test. The baselines' networks and weights are those of their
+public 3D code.
+"""
+from typing import Any, Tuple
+
+from dataloaders.la_heart import LA_NUM_CLASSES, LAHeart, la_case_path
+from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor
+from datasets import DatasetDescription, method_table
+
+
+def train_dataset(root: str, patch_size: Tuple[int, ...], cache: bool) -> Any:
+    """The training cases with the released augmentation: random rotation/flip, random crop."""
+    return LAHeart(base_dir=root, split="train", cache=cache,
+                   transform=Compose([RandomRotFlip(), RandomCrop(tuple(patch_size)), ToTensor()]))
+
+
+DESCRIPTION = DatasetDescription(
+    name="LA", num_classes=LA_NUM_CLASSES, class_names=("LA",), spatial_dims=3, layout="LA",
+    root_path="data/LA", case_path=la_case_path, train_dataset=train_dataset,
+    labelnum=4, labelnum_help="labeled cases (4 = 5%%, 8 = 10%%, 80 = all)",
+    patch_size=(112, 112, 80), batch_size=4, labeled_bs=2, max_iterations=15000, lr_step=2500,
+    consistency=1.0, consistency_rampup=40.0, magnitude=10.0, vat_distance="dice", dice="foreground",
+    methods=method_table(
+        {"ssnet": "VNet", "uamt": "VNet", "sassnet": "vnet_sdf", "dtc": "vnet_sdf", "urpc": "unet_3D_dv_semi",
+         "mcnet": "mcnet3d_v1"},
+        {"uamt": 0.1, "sassnet": 0.015, "dtc": 1.0, "urpc": 0.1, "mcnet": 1.0}, rampup=40.0,
+        # the released 3D script computes SS-Net's w(t) from the iteration count after the increment
+        options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5}}),
+    validation="sliding_window", select="test", val_start=2000, val_num=8, holdout_from_train=True,
+    select_help="model selection: test = best Dice on the test cases (released, leaks the test set), "
+                "val = best on the last --val_num training cases (held out), last = final iterate",
+    mismatch_hints={
+        "images": "a crop or normalisation other than the authors' h5 files (LA: cropped around the atrium with "
+                  "a random 10-20 voxel margin, z-scored per volume; re-preprocessing raw scans gives other crops)",
+        "distances": "the largest-connected-component step (--nms 1 as released)",
+    },
+)

@@ -1,0 +1,125 @@
+"""What test_la.py and test_acdc.py share around their per-case procedures: the
+result files (``metrics_per_case.csv``, ``performance.txt``, ``performance.json``),
+the summary dict, and the script's ``main`` and ``__main__`` error handling.
+
+Each script keeps its flags, its per-case loop and the lines that differ (the
+performance.txt metric lines, the empty-prediction line, its summary entries).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from engine.checkpoints import CheckpointError
+from engine.evaluation import prepare_evaluation, run_evaluations
+
+METRICS = ("dice", "jaccard", "hd95", "asd")
+
+#: ``evaluate(model, args, cases, out_dir, extra_info) -> summary``: a script's per-case procedure
+Procedure = Callable[[torch.nn.Module, argparse.Namespace, list[str], str, dict], dict]
+
+
+def prediction_dir(out_dir: str, save_nii: bool) -> str:
+    """Create ``out_dir`` (and ``<out_dir>/predictions`` if ``save_nii``); return the predictions folder."""
+    os.makedirs(out_dir, exist_ok=True)
+    pred_dir = os.path.join(out_dir, "predictions")
+    if save_nii:
+        os.makedirs(pred_dir, exist_ok=True)
+    return pred_dir
+
+
+def empty_rule(policy: str) -> str:
+    """``policy <policy>: <what an empty prediction scores>``, for the empty-prediction line."""
+    rule = ("scored 0 on all four metrics; 95HD/ASD 0 is the best possible value" if policy == "reference"
+            else "95HD/ASD NaN, left out of their means")
+    return f"policy {policy}: {rule}"
+
+
+def build_summary(dataset: str, args: argparse.Namespace, mean: np.ndarray, std: np.ndarray, cases: int,
+                  rows: list[dict], extra_info: dict | None, stats: dict | None = None,
+                  settings: dict | None = None) -> dict:
+    """The ``performance.json`` dict, keys in this order: dataset, metrics, mean, std, ``stats``
+    (the dataset's own statistics), cases, empty_predictions, empty_policy, nms, patch_size,
+    ``settings`` (the dataset's own inference flags), amp, ``extra_info``, per_case (``rows``)."""
+    return {
+        "dataset": dataset,
+        "metrics": list(METRICS),
+        "mean": dict(zip(METRICS, mean.tolist())),
+        "std": dict(zip(METRICS, std.tolist())),
+        **(stats or {}),
+        "cases": cases,
+        "empty_predictions": sum(r["empty_prediction"] for r in rows),
+        "empty_policy": args.empty_policy,
+        "nms": bool(args.nms),
+        "patch_size": list(args.patch_size),
+        **(settings or {}),
+        "amp": args.amp,
+        **(extra_info or {}),
+        "per_case": rows,
+    }
+
+
+def write_reports(out_dir: str, summary: dict, columns: Sequence[str], txt_lines: Sequence[str], empty_line: str,
+                  extra_info: dict | None, mean: np.ndarray) -> dict:
+    """Write the three result files to ``out_dir`` and log the result; returns ``summary`` with their
+    paths added (``csv``, ``performance_txt``, ``performance_json``).
+
+    ``metrics_per_case.csv``: ``summary["per_case"]`` with ``columns``; ``performance.txt``:
+    ``txt_lines`` (each ending in a newline), ``empty_line``, then one ``key: value`` line per
+    ``extra_info`` entry; ``performance.json``: ``summary``. ``mean`` (dice, jaccard, hd95, asd) is logged.
+    """
+    logger = logging.getLogger(f"test_{summary['dataset'].lower()}")
+    csv_path = os.path.join(out_dir, "metrics_per_case.csv")
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(summary["per_case"])
+    perf_path = os.path.join(out_dir, "performance.txt")
+    with open(perf_path, "w", encoding="utf-8") as handle:
+        handle.writelines(txt_lines)
+        handle.write(empty_line + "\n")
+        for key, value in (extra_info or {}).items():
+            handle.write(f"{key}: {value}\n")
+    json_path = os.path.join(out_dir, "performance.json")
+    with open(json_path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, allow_nan=True)
+    logger.info("average metric is %s (dice, jaccard, hd95, asd)", mean)
+    logger.info(empty_line)
+    logger.info("Wrote %s, %s and %s", perf_path, csv_path, json_path)
+    summary.update(csv=csv_path, performance_txt=perf_path, performance_json=json_path)
+    return summary
+
+
+def run_test_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, dataset: str,
+                  read_cases: Callable[[str], list[str]], evaluate: Procedure,
+                  check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = None) -> dict:
+    """A test script's ``main``: parse ``argv``, check the flags (the common ones, then ``check``),
+    read the cases with ``read_cases(<root_path>/test.list)`` and test the checkpoint(s) of
+    ``--which`` with ``evaluate``; returns the (first) summary (see ``run_evaluations``)."""
+    args = parser.parse_args(argv)
+    jobs = prepare_evaluation(parser, args, dataset)
+    if check is not None:
+        check(parser, args)
+    cases = read_cases(os.path.join(args.root_path, "test.list"))
+
+    def run(model: torch.nn.Module, out_dir: str, extra_info: dict) -> dict:
+        with logging_redirect_tqdm():  # log lines do not break the progress bar
+            return evaluate(model, args, cases, out_dir, extra_info)
+
+    return run_evaluations(args, jobs, dataset, len(cases), run)
+
+
+def exit_on_error(main: Callable[[], object], prog: str) -> None:
+    """Run a test script's ``main``; a missing file or a bad checkpoint exits with ``<prog>: error: ...``."""
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError) as error:
+        raise SystemExit(f"{prog}: error: {error}")

@@ -1,0 +1,72 @@
+"""What every run of the scripts shares, each fact in one place: the repository root, the
+snapshot folder layout, the log format and log files, seeding, ``--device`` / ``--gpu``,
+boolean and the command-line error handling."""
+import logging
+import os
+import sys
+from typing import Any, Callable, List, Optional
+
+from dataloaders.sampler import seed_everything
+from dataloaders.splits import REPO_ROOT
+
+__all__ = ["REPO_ROOT", "LOG_FORMAT", "snapshot_dir", "setup_logging", "add_log_file", "seed_everything",
+           "device_from_flags", "run_cli"]
+
+#: every log line of training and test runs: ``[HH:MM:SS.mmm] message``
+LOG_FORMAT = logging.Formatter("[%(asctime)s.%(msecs)03d] %(message)s", datefmt="%H:%M:%S")
+
+
+def snapshot_dir(model_root: str, dataset: str, exp: str, labelnum: int, model: str) -> str:
+    """``<model_root>/<dataset>_<exp>_<labelnum>_labeled/<model>`` (the reference's layout)."""
+    return os.path.join(model_root, f"{dataset}_{exp}_{labelnum}_labeled", model)
+
+
+def setup_logging(snapshot: str) -> None:
+    """A training run: log to ``<snapshot>/log.txt`` (appended) and stderr, replacing the
+    handlers of an earlier run in this process."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for h in (logging.FileHandler(os.path.join(snapshot, "log.txt")), logging.StreamHandler(sys.stderr)):
+        h.setFormatter(LOG_FORMAT)
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
+
+
+def add_log_file(path: str) -> List[logging.Handler]:
+    """A test run: log to ``path`` (rewritten) and to stdout unless a console handler exists;
+    returns the handlers to remove when the evaluation ends."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handlers: List[logging.Handler] = [logging.FileHandler(path, mode="w", encoding="utf-8")]
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        handlers.append(logging.StreamHandler(sys.stdout))
+    for h in handlers:
+        h.setFormatter(LOG_FORMAT)
+        root.addHandler(h)
+    return handlers
+
+
+def device_from_flags(device: str, gpu: Optional[str]) -> str:
+    """Merge ``--device`` and its alias ``--gpu``: a bare index N means ``cuda:N``, the N-th of
+    the VISIBLE devices (those ``CUDA_VISIBLE_DEVICES`` leaves). Both given and different: an error.
+
+    Raises:
+        ValueError: ``--device`` and ``--gpu`` disagree.
+    """
+    if gpu is None:
+        return device
+    alias = f"cuda:{gpu}" if str(gpu).isdigit() else str(gpu)
+    if device not in ("auto", alias):
+        raise ValueError(f"--device {device} and --gpu {gpu} disagree; pass only one of them.")
+    return alias
+
+
+def run_cli(main: Callable[[], Any], prog: Optional[str] = None) -> None:
+    """Run a script's ``main``; bad input (missing files, bad data, bad flags for a method, no
+    GPU) ends with its message and exit status 1 instead of a traceback."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        logging.getLogger().error("%serror: %s", f"{prog}: " if prog else "", e)  # stderr (and the run's log)
+        sys.exit(1)

@@ -1,0 +1,114 @@
+"""Speed options of a run (all off in the faithful defaults): ``--amp bf16`` (bfloat16 autocast
+around the method's forward passes and losses; the losses are float32, no GradScaler),
+``--channels_last`` (NHWC / NDHWC memory format of the model and the inputs; ``auto`` = on for
+CUDA with ``--deterministic 0``), ``--compile`` (``torch.compile`` of the network)."""
+import argparse
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from engine.inference import check_amp
+
+
+def resolve_channels_last(mode: str, device: torch.device, deterministic: bool) -> bool:
+    """``--channels_last``: ``on`` / ``off``, or ``auto`` = on only for CUDA with ``--deterministic 0``."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"--channels_last must be auto, on or off, got {mode!r}")
+    if mode == "auto":
+        return torch.device(device).type == "cuda" and not deterministic
+    return mode == "on"
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> ``torch.channels_last``; (B, C, H, W, D) -> ``torch.channels_last_3d``;
+    other ranks unchanged. Same values and shape, only the memory layout changes."""
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def model_to_channels_last(model: nn.Module) -> nn.Module:
+    """Convert, in place, every 4-D / 5-D parameter and buffer (the convolution
+    weights) to the channels-last layout of its rank; returns ``model``.
+    (``Module.to(memory_format=...)`` takes one format and fails on a mix of 4-D and 5-D weights.)"""
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.dim() in (4, 5):
+                tensor.data = to_channels_last(tensor.data)
+    return model
+
+
+def check_compile(device: torch.device) -> None:
+    """Fail early, with what to do, where ``torch.compile`` cannot work.
+
+    Raises:
+        RuntimeError: torch without ``torch.compile``, a Python version dynamo does
+            not support, CUDA without Triton, or CPU without a C++ compiler.
+    """
+    if not hasattr(torch, "compile") or not hasattr(nn.Module, "compile"):
+        raise RuntimeError(f"--compile needs PyTorch >= 2.2 (this is {torch.__version__}); drop --compile")
+    from torch import _dynamo  # noqa: WPS433 (only when compiling)
+    if not _dynamo.is_dynamo_supported():
+        raise RuntimeError(f"--compile: torch.compile does not support this Python "
+                           f"({sys.version.split()[0]}) with torch {torch.__version__}; drop --compile")
+    if torch.device(device).type == "cuda":
+        from torch.utils._triton import has_triton  # noqa: WPS433
+        if not has_triton():
+            raise RuntimeError("--compile on CUDA needs Triton (pip install triton, matching your torch); "
+                               "or drop --compile")
+    else:
+        compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in compilers):
+            raise RuntimeError("--compile on the CPU needs a C++ compiler (g++, c++ or clang++ on PATH, or $CXX); "
+                               "install one or drop --compile")
+
+
+@dataclass
+class SpeedOptions:
+    """The resolved speed flags of a run (see :func:`setup_speed`)."""
+
+    amp: str = "none"
+    channels_last: bool = False
+    compiled: bool = False
+
+
+def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device,
+                deterministic: Optional[bool] = None) -> SpeedOptions:
+    """Apply ``--amp`` / ``--channels_last`` / ``--compile`` to ``model`` (in place) before
+    the optimiser is built; returns what is in effect for :func:`train_step`.
+
+    ``--compile`` uses ``model.compile()``, which compiles the module in place, so
+    ``state_dict`` keys (checkpoints) stay those of the plain network.
+
+    Same math, not the same random draws: with channels-last the dropout masks
+    are drawn in memory order, and compiled code draws them with its own
+    generator, so those runs are not bit-identical to the faithful fp32 run
+    (equally random; losses agree to float rounding when dropout is off).
+
+    Raises:
+        ValueError: a bad ``--amp`` value. RuntimeError: ``--compile`` where it cannot work.
+    """
+    device = torch.device(device)
+    amp = getattr(args, "amp", "none")
+    check_amp(amp, device)
+    if deterministic is None:
+        deterministic = bool(getattr(args, "deterministic", 1))
+    channels_last = resolve_channels_last(getattr(args, "channels_last", "off"), device, deterministic)
+    if channels_last:
+        model_to_channels_last(model)
+    compiled = bool(getattr(args, "compile", False))
+    if compiled:
+        check_compile(device)
+        model.compile()
+    options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled)
+    if options != SpeedOptions():
+        logging.info("speed options: amp %s, channels_last %s, compile %s", amp, channels_last, compiled)
+    return options

@@ -1,0 +1,191 @@
+"""The training scripts' whole run for any dataset description: flags, data, method,
+validation, the loop. ``train_la.py`` / ``train_acdc.py`` are this module with the LA / ACDC
+description (:mod:`datasets`).
+
+What differs between datasets is read from the description:
+
+* the flags' defaults, and the validation procedure's own flags
+  (:data:`VALIDATIONS`: ``sliding_window`` adds ``--stride_xy`` / ``--stride_z``,
+  ``slices`` adds ``--val_batch``); ``--lr_step`` where the schedule has steps;
+* the training set, its labeled part and the two-stream sampler
+  (:func:`build_loader`);
+* the validation cases (:func:`validation_names`) and the scalars logged;
+* the random draw the released validation makes (``validation_draws``).
+"""
+import argparse
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, SubsetRandomSampler
+
+from datasets import DatasetDescription
+from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed
+from dataloaders.splits import read_list
+from methods import get_method
+from engine.inference import validate_acdc_volumes, validate_la_cases
+from engine.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot
+from engine.visualize import add_slice_snapshot, add_volume_snapshot
+
+Validate = Callable[[torch.nn.Module], Tuple[float, Dict[str, float]]]
+
+
+def _sliding_window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stride_xy", type=int, default=18, help="validation sliding-window stride in x and y")
+    p.add_argument("--stride_z", type=int, default=4, help="validation sliding-window stride in z")
+
+
+def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -> Validate:
+    """Mean foreground Dice over whole volumes by sliding window (released ``var_all_case_LA``)."""
+    def validate(model: torch.nn.Module) -> Tuple[float, Dict[str, float]]:
+        dice = validate_la_cases(model, args.root_path, names, d.num_classes, tuple(args.patch_size),
+                                 args.stride_xy, args.stride_z, sw_batch=args.sw_batch, amp=args.amp,
+                                 case_path=d.case_path)
+        return dice, {"4_val/dice": dice}
+    return validate
+
+
+def _slices_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--val_batch", type=int, default=16, help="slices per forward pass in validation")
+
+
+def _slices(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -> Validate:
+    """Per-class Dice and 95HD of volumes predicted slice by slice (released ``val_2d``); the score
+    is the mean Dice over the foreground classes."""
+    def validate(model: torch.nn.Module) -> Tuple[float, Dict[str, float]]:
+        per_class = validate_acdc_volumes(model, args.root_path, names, d.num_classes, tuple(args.patch_size),
+                                          batch=args.val_batch, amp=args.amp, case_path=d.case_path)
+        scalars = {f"4_val/{n}_dice": float(per_class[i, 0]) for i, n in enumerate(d.class_names)}
+        scalars.update({f"4_val/{n}_hd95": float(per_class[i, 1]) for i, n in enumerate(d.class_names)})
+        scalars["4_val/mean_dice"] = float(per_class[:, 0].mean())
+        scalars["4_val/mean_hd95"] = float(np.nanmean(per_class[:, 1]))
+        return scalars["4_val/mean_dice"], scalars
+    return validate
+
+
+@dataclass(frozen=True)
+class ValidationProcedure:
+    """A validation procedure: its flags, the validate function, the tensorboard image writer."""
+
+    add_args: Callable[[argparse.ArgumentParser], None]
+    make: Callable[[argparse.Namespace, DatasetDescription, List[str]], Validate]
+    image_fn: Callable[..., None]
+
+
+#: ``DatasetDescription.validation`` -> procedure
+VALIDATIONS = {
+    "sliding_window": ValidationProcedure(_sliding_window_args, _sliding_window, add_volume_snapshot),
+    "slices": ValidationProcedure(_slices_args, _slices, add_slice_snapshot),
+}
+
+
+def procedure(d: DatasetDescription) -> ValidationProcedure:
+    if d.validation not in VALIDATIONS:
+        raise ValueError(f"dataset {d.name}: unknown validation {d.validation!r}; one of {', '.join(VALIDATIONS)}")
+    return VALIDATIONS[d.validation]
+
+
+def build_parser(d: DatasetDescription, description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The training flags of dataset ``d`` (``description``: the script's docstring for ``--help``)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, d)
+    procedure(d).add_args(p)
+    return p
+
+
+def parse_args(d: DatasetDescription, argv: Optional[Sequence[str]] = None,
+               description: Optional[str] = None) -> argparse.Namespace:
+    """Parse and check the training flags of ``d``."""
+    p = build_parser(d, description)
+    args = finish_args(p.parse_args(argv))
+    if len(args.patch_size) != d.spatial_dims:
+        example = " ".join(map(str, d.patch_size))
+        p.error(f"--patch_size takes {d.spatial_dims} numbers for {d.name}, e.g. {example}")
+    return args
+
+
+def build_loader(args: argparse.Namespace, d: DatasetDescription,
+                 n_train: Optional[int] = None) -> Tuple[Any, List[int]]:
+    """The two-stream loader (labeled-only with ``--supervised_only``) over the training items:
+    the first ``labeled_items(root, --labelnum)`` are labeled, the rest (less those held out for
+    ``--select val``) unlabeled. Returns the loader and the held-out item indices."""
+    db = d.train_dataset(args.root_path, tuple(args.patch_size), bool(args.cache_data))
+    db.preload(progress=True)  # with --cache_data 1: decoded once, before any worker starts
+    total = len(db)
+    if n_train is not None and n_train != total:
+        raise ValueError(f"{d.train_list} lists {n_train} training {d.item}, the training set has {total}")
+    held_out = (list(range(total - args.val_num, total))
+                if args.select == "val" and d.holdout_from_train else [])
+    usable = total - len(held_out)
+    n_labeled = d.labeled_items(args.root_path, args.labelnum)
+    if n_labeled > usable:
+        raise ValueError(f"--labelnum {args.labelnum} exceeds the {usable} usable training {d.item}")
+    logging.info("%d training %s, %d labeled (--labelnum %d)%s", total, d.item, n_labeled, args.labelnum,
+                 f", {len(held_out)} held out for validation" if held_out else "")
+    labeled = list(range(n_labeled))
+    if args.supervised_only:
+        if n_labeled < args.batch_size:
+            raise ValueError(f"--supervised_only: {n_labeled} labeled {d.item} < --batch_size {args.batch_size}")
+        sampler = BatchSampler(SubsetRandomSampler(labeled), args.batch_size, drop_last=True)
+    else:
+        sampler = TwoStreamBatchSampler(labeled, list(range(n_labeled, usable)), args.batch_size,
+                                        args.batch_size - args.labeled_bs)
+    return make_train_loader(args, db, sampler), held_out
+
+
+def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids: List[str],
+                     held_out: List[int]) -> List[str]:
+    """The volumes model selection validates on: held-out training items (``--select val`` on a
+    ``holdout_from_train`` dataset) or the lines of ``<select>.list``."""
+    if args.select == "val" and d.holdout_from_train:
+        return [train_ids[i] for i in held_out]
+    return read_list(os.path.join(args.root_path, f"{args.select}.list"))
+
+
+def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
+    """One training run of ``args.method`` on dataset ``d``; returns the run summary."""
+    train_ids = read_list(os.path.join(args.root_path, d.train_list))  # fails before any folder is made
+    snapshot, device = prepare_snapshot(args, d.name)
+    loader, held_out = build_loader(args, d, len(train_ids))
+    method = get_method(args.method).from_args(args, d, d.num_classes, device)
+    validate = None
+    if args.select != "last":
+        names = validation_names(args, d, train_ids, held_out)
+        logging.info("model selection on %d %s volumes%s", len(names), args.select,
+                     " (the TEST set: released behaviour)" if args.select == "test" else "")
+        validate = procedure(d).make(args, d, names)
+    image_fn = procedure(d).image_fn
+    lr_step = getattr(args, "lr_step", None)
+    trainer = Trainer(
+        args, method, loader, snapshot,
+        lr_at=(lambda n: args.base_lr * 0.1 ** (n // lr_step)) if lr_step else (lambda n: args.base_lr),
+        validate=validate,
+        should_validate=lambda n: n >= args.val_start and n % args.val_interval == 0,
+        # The released 2D script validates through DataLoader(db_val, batch_size=1, num_workers=1): creating
+        # that iterator takes one base seed from the global torch generator. We read the volumes directly
+        # (faster) but make the same draw where the released loop makes it (also with --select last), so the
+        # dropout masks and VAT noise after each validation are the released run's.
+        validation_draws=draw_loader_base_seed if d.validation_draws else None,
+        image_fn=lambda w, img, lab, probs, n: image_fn(w, img, lab, probs, n, args.labeled_bs),
+        device=device)
+    return trainer.train()
+
+
+def script_functions(d: DatasetDescription, doc: Optional[str]) -> Tuple[Callable[..., argparse.Namespace],
+                                                                          Callable[..., Dict[str, object]],
+                                                                          Callable[..., Dict[str, object]]]:
+    """A training script's ``parse_args(argv)``, ``train(args)`` and ``main(argv)`` for dataset ``d``
+    (``doc``: the script's docstring, its ``--help`` text)."""
+    def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+        return parse_args(d, argv, doc)
+
+    def run(args: argparse.Namespace) -> Dict[str, object]:
+        return train(args, d)
+
+    def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        return run(parse(argv))
+
+    return parse, run, main

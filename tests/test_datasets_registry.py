@@ -1,0 +1,85 @@
+"""Adding a dataset is one new file plus one registry line (code/datasets/__init__.py): shown
+here with a tiny made-up 3D dataset, "Toy", that the methods, the training engine and the
+validation then handle without any other change."""
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import datasets
+from datasets import DatasetDescription, get_dataset
+from engine import training
+from methods import get_method
+
+TOY_MODULE = '''
+"""Toy: a made-up 3D dataset in LA's on-disk layout, trained with a constant learning rate."""
+from dataloaders.la_heart import LAHeart, la_case_path
+from dataloaders.transforms import Compose, RandomCrop, ToTensor
+from datasets import DatasetDescription, method_table
+
+
+def train_dataset(root, patch_size, cache):
+    return LAHeart(base_dir=root, split="train", cache=cache,
+                   transform=Compose([RandomCrop(tuple(patch_size)), ToTensor()]))
+
+
+DESCRIPTION = DatasetDescription(
+    name="Toy", num_classes=2, class_names=("organ",), spatial_dims=3, root_path="data/Toy",
+    case_path=la_case_path, train_dataset=train_dataset, labelnum=2, labelnum_help="labeled cases",
+    patch_size=(32, 32, 16), batch_size=2, labeled_bs=1, max_iterations=3,
+    consistency=0.5, consistency_rampup=1.0, magnitude=2.0, vat_distance="dice", dice="foreground",
+    methods=method_table({"ssnet": "VNet", "mcnet": "mcnet3d_v1"}, {"mcnet": 0.3}, rampup=1.0,
+                         options={"mcnet": {"seg_weight": 0.5}}),
+    select="test", val_start=2, validation="sliding_window",
+)
+'''
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """The new file (toy_dataset.py on the import path) and its registry line."""
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    (folder / "toy_dataset.py").write_text(textwrap.dedent(TOY_MODULE))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setitem(datasets.REGISTRY, "Toy", "toy_dataset")
+    yield get_dataset("Toy")
+    sys.modules.pop("toy_dataset", None)
+
+
+def test_registry_knows_the_shipped_datasets():
+    assert set(datasets.names()) >= {"LA", "ACDC"}
+    for name in ("LA", "ACDC"):
+        d = get_dataset(name)
+        assert isinstance(d, DatasetDescription) and d.name == name
+        assert set(d.methods) == {"ssnet", "uamt", "sassnet", "dtc", "urpc", "mcnet"}
+    with pytest.raises(ValueError, match="unknown dataset 'Pancreas'.*LA, ACDC"):
+        get_dataset("Pancreas")
+
+
+def test_a_new_dataset_trains_from_its_description(toy, tiny_data, tmp_path):
+    root = tiny_data("la", cases=4, seed=5, size=(40, 40, 24))
+    parser = training.build_parser(toy)
+    assert parser.get_default("patch_size") == [32, 32, 16] and parser.get_default("consistency") == 0.5
+    assert "--lr_step" not in parser.format_help()  # constant learning rate: no step flag
+    args = training.parse_args(toy, ["--root_path", root, "--model_root", str(tmp_path), "--device", "cpu",
+                                     "--num_workers", "0", "--stride_xy", "16", "--stride_z", "16",
+                                     "--val_interval", "1"])
+    summary = training.train(args, toy)
+    snapshot = tmp_path / "Toy_SSNet_2_labeled" / "VNet"
+    assert summary["iterations"] == 3 and summary["best_iter"] in (2, 3)  # validated from --val_start 2
+    assert (snapshot / "VNet_best_model.pth").is_file() and (snapshot / "VNet_last_model.pth").is_file()
+    method = get_method("ssnet").from_args(args, toy, toy.num_classes, torch.device("cpu"))
+    assert (method.vat.epsilon, method.consistency, method.ramp_after_increment) == (2.0, 0.5, False)
+
+
+def test_a_method_without_a_setting_is_refused_by_name(toy):
+    assert get_method("mcnet").build_model(toy, 2, "test").__class__.__name__ == "MCNet3d"
+    with pytest.raises(ValueError, match="--method uamt has no setting for the Toy dataset.*mcnet, ssnet"):
+        get_method("uamt").build_model(toy, 2, "test")
+
+
+def test_shapes_come_from_the_description(toy):
+    with pytest.raises(SystemExit):  # argparse error: Toy is 3D
+        training.parse_args(toy, ["--patch_size", "32", "32", "--device", "cpu"])
