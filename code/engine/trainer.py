@@ -28,6 +28,7 @@ from torch import nn
 
 from datasets import DatasetDescription
 from methods import METHODS, add_method_args, get_method
+from methods.base import Method
 from networks.net_factory import resolve_device
 from engine.host_memory import keep_freed_host_memory
 from engine.inference import AMP_MODES, amp_autocast
@@ -165,7 +166,7 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
 
 
-def train_step(method: Any, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
+def train_step(method: Method, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
                iter_num: int, amp: str = "none", channels_last: bool = False,
                zero_grad: str = "zero") -> Dict[str, torch.Tensor]:
     """One training iteration: the method's losses, backward, optimiser step,
@@ -203,7 +204,7 @@ class Trainer:
 
     Args:
         args: parsed flags (see :func:`add_common_args`).
-        method: see :mod:`methods` for the interface.
+        method: a :class:`methods.base.Method`.
         loader: training batches (dicts with ``image`` and ``label``).
         snapshot: the snapshot folder.
         lr_at: learning rate to use after ``n`` iterations are done.
@@ -217,7 +218,7 @@ class Trainer:
             none). See docs/random_streams.md.
     """
 
-    def __init__(self, args: argparse.Namespace, method: Any, loader: Any, snapshot: str,
+    def __init__(self, args: argparse.Namespace, method: Method, loader: Any, snapshot: str,
                  lr_at: Callable[[int], float], validate: Optional[Callable[[nn.Module], Tuple[float, Dict[str, float]]]],
                  should_validate: Callable[[int], bool], image_fn: Optional[Callable[..., None]] = None,
                  device: Optional[torch.device] = None,

@@ -1,0 +1,57 @@
+"""The written method interface (methods/base.py): every method implements it, owns its flags,
+and reports bad input with ValueError."""
+import argparse
+import inspect
+
+import pytest
+
+import train_la
+from datasets import get_dataset
+from engine.training import build_parser
+from methods import METHODS, get_method
+from methods.base import Method, add_method_args
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_every_method_implements_the_interface(key):
+    cls = get_method(key)
+    assert issubclass(cls, Method) and cls.key == key
+    assert not inspect.isabstract(cls), f"{cls.__name__} leaves {sorted(cls.__abstractmethods__)} abstract"
+    for name in ("add_args", "finish_args", "from_args", "build_model", "step", "after_step", "state_dict",
+                 "load_state_dict"):
+        assert callable(getattr(cls, name))
+
+
+def _group_of(parser, flag):
+    for group in parser._action_groups:
+        if any(flag in action.option_strings for action in group._group_actions):
+            return group.title
+    return None
+
+
+def test_each_method_owns_its_flags_in_help():
+    parser = build_parser(get_dataset("LA"))
+    assert _group_of(parser, "--magnitude") == _group_of(parser, "--prototype_keep") == "SS-Net (--method ssnet)"
+    assert _group_of(parser, "--ema_decay") == "--method uamt"
+    assert _group_of(parser, "--temperature") == "--method mcnet"
+    assert _group_of(parser, "--beta") == "--method sassnet and dtc"
+    assert _group_of(parser, "--baseline_consistency").startswith("baselines")
+    text = parser.format_help()
+    ssnet_section = text[text.index("SS-Net (--method ssnet):"):text.index("baselines (--method")]
+    assert "--magnitude MAGNITUDE" in ssnet_section and "--ema_decay" not in ssnet_section
+    # the defaults of a method's flags come from the dataset description
+    assert build_parser(get_dataset("ACDC")).get_default("magnitude") == 6.0
+    assert train_la.parse_args([]).magnitude == 10.0
+
+
+def test_a_flag_defined_by_a_shared_base_is_added_once():
+    parser = argparse.ArgumentParser()
+    # SASSNet and DTC both inherit the baselines' flags; they must not be added twice (argparse would raise)
+    add_method_args(parser, get_dataset("LA"), [get_method("sassnet"), get_method("dtc"), get_method("uamt")])
+    assert parser.parse_args(["--beta", "0.5", "--baseline_rampup", "3"]).beta == 0.5
+
+
+def test_finish_args_belongs_to_the_method():
+    args = train_la.parse_args(["--supervised_only", "--magnitude_scaling", "rms", "--patch_size", "56", "56", "40"])
+    assert (args.lds, args.cs) == ("none", "off")
+    assert args.magnitude == pytest.approx(10.0 / 8 ** 0.5)
