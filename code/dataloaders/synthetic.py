@@ -30,63 +30,26 @@ many others are made.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
-from typing import Any, Sequence
-
-import numpy as np
-from scipy import ndimage
+from typing import Sequence
 
 if __name__ == "__main__":  # run as a script: make ``code/`` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-#: names re-exported from the per-dataset modules, loaded on first use (they import this module's helpers)
-_REEXPORTS = {
-    **{name: "dataloaders.synthetic_la" for name in ("LA_DEFAULT_SIZE", "la_case", "la_split", "make_la")},
-    **{name: "dataloaders.synthetic_acdc" for name in ("ACDC_DEFAULT_HW", "ACDC_DEFAULT_SLICES", "ACDC_GROUPS",
-                                                       "acdc_group", "acdc_patient", "acdc_split", "make_acdc")},
-}
+from dataloaders.synthetic_acdc import (ACDC_DEFAULT_HW, ACDC_DEFAULT_SLICES, ACDC_GROUPS,  # noqa: E402
+                                        acdc_group, acdc_patient, acdc_split, make_acdc)
+from dataloaders.synthetic_fields import bias_field, smooth_noise  # noqa: E402
+from dataloaders.synthetic_la import LA_DEFAULT_SIZE, la_case, la_split, make_la  # noqa: E402
 
 __all__ = ["la_case", "acdc_patient", "acdc_group", "ACDC_GROUPS", "la_split", "acdc_split", "make_la", "make_acdc",
-           "main", "smooth_noise", "bias_field"]
-
-
-def __getattr__(name: str) -> Any:
-    """``dataloaders.synthetic.<name>`` for the per-dataset names (PEP 562), imported when first asked for."""
-    if name in _REEXPORTS:
-        return getattr(importlib.import_module(_REEXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """This module's names and the re-exported ones."""
-    return sorted(set(globals()) | set(_REEXPORTS))
-
-
-# ----------------------------------------------------------------------------- what both generators use
-def smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: float | Sequence[float]) -> np.ndarray:
-    """Zero-mean, unit-std smooth random field."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
-    return (f - f.mean()) / (f.std() + 1e-8)
-
-
-def bias_field(rng: np.random.Generator, shape: Sequence[int], strength: float) -> np.ndarray:
-    """Smooth multiplicative field 1 + strength * (random quadratic polynomial in [-1, 1]^d)."""
-    grids = np.meshgrid(*[np.linspace(-1.0, 1.0, s, dtype=np.float32) for s in shape], indexing="ij")
-    field = np.zeros(shape, np.float32)
-    for g in grids:
-        field += rng.uniform(-1, 1) * g + rng.uniform(-0.5, 0.5) * g * g
-    field /= max(float(np.abs(field).max()), 1e-6)
-    return 1.0 + strength * field
+           "LA_DEFAULT_SIZE", "ACDC_DEFAULT_HW", "ACDC_DEFAULT_SLICES", "main", "smooth_noise", "bias_field"]
 
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, write the dataset asked for and log what was written; returns the exit status."""
-    from dataloaders.synthetic_acdc import ACDC_DEFAULT_HW, ACDC_DEFAULT_SLICES, make_acdc
-    from dataloaders.synthetic_la import LA_DEFAULT_SIZE, make_la
     parser = argparse.ArgumentParser(description="Write deterministic synthetic LA / ACDC data in the "
                                                  "real layouts (see the module docstring).")
     parser.add_argument("--dataset", required=True, choices=["LA", "ACDC"], help="which dataset to imitate")

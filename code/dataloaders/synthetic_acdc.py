@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from dataloaders.acdc_data_processing import normalise_minmax, write_acdc_volume
 from dataloaders.splits import write_list
-from dataloaders.synthetic import bias_field, smooth_noise
+from dataloaders.synthetic_fields import bias_field, smooth_noise
 
 __all__ = ["ACDC_DEFAULT_HW", "ACDC_DEFAULT_SLICES", "ACDC_GROUPS", "acdc_group", "acdc_patient", "acdc_split",
            "make_acdc"]

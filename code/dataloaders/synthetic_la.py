@@ -21,7 +21,7 @@ from scipy import ndimage
 from dataloaders.la_heart import la_case_path
 from dataloaders.la_heart_processing import write_la_h5
 from dataloaders.splits import write_list
-from dataloaders.synthetic import bias_field, smooth_noise
+from dataloaders.synthetic_fields import bias_field, smooth_noise
 
 __all__ = ["LA_DEFAULT_SIZE", "la_case", "la_split", "make_la"]
 
