@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_classes", type=int, default=DATASET.num_classes, help="output channels of the network")
     p.add_argument("--patch_size", type=int, nargs=3, default=list(DATASET.patch_size), metavar=("X", "Y", "Z"),
                    help="sliding-window size")
-    p.add_argument("--stride_xy", type=int, default=18, help="window stride along x and y")
-    p.add_argument("--stride_z", type=int, default=4, help="window stride along z")
+    p.add_argument("--stride_xy", type=int, default=DATASET.window_stride[0], help="window stride along x and y")
+    p.add_argument("--stride_z", type=int, default=DATASET.window_stride[1], help="window stride along z")
     p.add_argument("--sw_batch", type=int, default=4, help="windows per forward pass (does not change results)")
     p.add_argument("--nms", type=int, default=1, choices=(0, 1),
                    help="keep the largest connected component (released default 1)")

@@ -31,7 +31,7 @@ DESCRIPTION = DatasetDescription(
     consistency=0.5, consistency_rampup=1.0, magnitude=2.0, vat_distance="dice", dice="foreground",
     methods=method_table({"ssnet": "VNet", "mcnet": "mcnet3d_v1"}, {"mcnet": 0.3}, rampup=1.0,
                          options={"mcnet": {"seg_weight": 0.5}}),
-    select="test", val_start=2, validation="sliding_window",
+    select="test", val_start=2, validation="sliding_window", window_stride=(16, 16),
 )
 '''
 
@@ -62,10 +62,10 @@ def test_a_new_dataset_trains_from_its_description(toy, tiny_data, tmp_path):
     root = tiny_data("la", cases=4, seed=5, size=(40, 40, 24))
     parser = training.build_parser(toy)
     assert parser.get_default("patch_size") == [32, 32, 16] and parser.get_default("consistency") == 0.5
+    assert parser.get_default("stride_xy") == parser.get_default("stride_z") == 16  # its validation windows
     assert "--lr_step" not in parser.format_help()  # constant learning rate: no step flag
     args = training.parse_args(toy, ["--root_path", root, "--model_root", str(tmp_path), "--device", "cpu",
-                                     "--num_workers", "0", "--stride_xy", "16", "--stride_z", "16",
-                                     "--val_interval", "1"])
+                                     "--num_workers", "0", "--val_interval", "1"])
     summary = training.train(args, toy)
     snapshot = tmp_path / "Toy_SSNet_2_labeled" / "VNet"
     assert summary["iterations"] == 3 and summary["best_iter"] in (2, 3)  # validated from --val_start 2

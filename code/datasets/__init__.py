@@ -100,6 +100,8 @@ class DatasetDescription:
         validation: the validation and test procedure, ``"sliding_window"`` (3D
             windows over whole volumes) or ``"slices"`` (each slice resized to
             the patch); see :mod:`engine.training`.
+        window_stride: ``(xy, z)`` strides of the sliding window in validation and test
+            (needed with ``validation="sliding_window"``; released LA: 18, 4).
         validation_draws: the released loop's validation makes one torch draw
             (a DataLoader iterator's base seed) each time it runs.
         layout: which on-disk layout ``check_data.py`` checks (``"LA"``, ``"ACDC"``; none if empty).
@@ -137,6 +139,7 @@ class DatasetDescription:
     select_help: str = "model selection: val, test or last (final iterate)"
     val_num: int = 0
     holdout_from_train: bool = False
+    window_stride: Optional[Tuple[int, int]] = None
     validation_draws: bool = False
     layout: str = ""
     mismatch_hints: Mapping[str, str] = field(default_factory=dict)

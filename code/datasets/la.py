@@ -32,7 +32,8 @@ DESCRIPTION = DatasetDescription(
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 1.0, "urpc": 0.1, "mcnet": 1.0}, rampup=40.0,
         # the released 3D script computes SS-Net's w(t) from the iteration count after the increment
         options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5}}),
-    validation="sliding_window", select="test", val_start=2000, val_num=8, holdout_from_train=True,
+    validation="sliding_window", window_stride=(18, 4),
+    select="test", val_start=2000, val_num=8, holdout_from_train=True,
     select_help="model selection: test = best Dice on the test cases (released, leaks the test set), "
                 "val = best on the last --val_num training cases (held out), last = final iterate",
     mismatch_hints={

@@ -33,9 +33,10 @@ from engine.visualize import add_slice_snapshot, add_volume_snapshot
 Validate = Callable[[torch.nn.Module], Tuple[float, Dict[str, float]]]
 
 
-def _sliding_window_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stride_xy", type=int, default=18, help="validation sliding-window stride in x and y")
-    p.add_argument("--stride_z", type=int, default=4, help="validation sliding-window stride in z")
+def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
+    xy, z = d.window_stride
+    p.add_argument("--stride_xy", type=int, default=xy, help="validation sliding-window stride in x and y")
+    p.add_argument("--stride_z", type=int, default=z, help="validation sliding-window stride in z")
 
 
 def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -> Validate:
@@ -48,7 +49,7 @@ def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: List
     return validate
 
 
-def _slices_args(p: argparse.ArgumentParser) -> None:
+def _slices_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
     p.add_argument("--val_batch", type=int, default=16, help="slices per forward pass in validation")
 
 
@@ -70,7 +71,7 @@ def _slices(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -
 class ValidationProcedure:
     """A validation procedure: its flags, the validate function, the tensorboard image writer."""
 
-    add_args: Callable[[argparse.ArgumentParser], None]
+    add_args: Callable[[argparse.ArgumentParser, DatasetDescription], None]
     make: Callable[[argparse.Namespace, DatasetDescription, List[str]], Validate]
     image_fn: Callable[..., None]
 
@@ -85,6 +86,8 @@ VALIDATIONS = {
 def procedure(d: DatasetDescription) -> ValidationProcedure:
     if d.validation not in VALIDATIONS:
         raise ValueError(f"dataset {d.name}: unknown validation {d.validation!r}; one of {', '.join(VALIDATIONS)}")
+    if d.validation == "sliding_window" and d.window_stride is None:
+        raise ValueError(f"dataset {d.name}: validation='sliding_window' needs window_stride=(xy, z)")
     return VALIDATIONS[d.validation]
 
 
@@ -92,7 +95,7 @@ def build_parser(d: DatasetDescription, description: Optional[str] = None) -> ar
     """The training flags of dataset ``d`` (``description``: the script's docstring for ``--help``)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, d)
-    procedure(d).add_args(p)
+    procedure(d).add_args(p, d)
     return p
 
 
