@@ -55,3 +55,12 @@ def test_finish_args_belongs_to_the_method():
     args = train_la.parse_args(["--supervised_only", "--magnitude_scaling", "rms", "--patch_size", "56", "56", "40"])
     assert (args.lds, args.cs) == ("none", "off")
     assert args.magnitude == pytest.approx(10.0 / 8 ** 0.5)
+
+
+def test_a_baseline_refuses_ssnet_flags_when_parsing(tmp_path):
+    """Before any snapshot folder is made: the parser's error, naming what to do instead."""
+    with pytest.raises(SystemExit, match="--method ssnet --supervised_only"):
+        train_la.parse_args(["--method", "urpc", "--supervised_only", "--model_root", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--cs is an SS-Net ablation flag"):
+        train_la.parse_args(["--method", "dtc", "--cs", "off"])
+    assert not any(tmp_path.iterdir())

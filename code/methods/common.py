@@ -99,6 +99,11 @@ class Baseline(Method):
         return net_factory(network, in_chns=1, class_num=num_classes, mode=mode, device=device, with_heads=False)
 
     @classmethod
+    def finish_args(cls, args: Any) -> None:
+        """At parsing time, before any folder is made: :meth:`check_flags`."""
+        cls.check_flags(args)
+
+    @classmethod
     def check_flags(cls, args: Any) -> None:
         """Refuse SS-Net-only flags instead of silently ignoring them.
 
