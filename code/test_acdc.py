@@ -41,7 +41,6 @@ from engine.reports import (METRICS, build_summary, empty_rule, exit_on_error, p
                             write_reports)
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
-from dataloaders.acdc import acdc_volume_path
 from engine.inference import largest_connected_component
 from utils.metrics import calculate_metric_percase, summarize
 
@@ -96,7 +95,7 @@ def evaluate_acdc(model: torch.nn.Module, args: argparse.Namespace, case_names: 
     rows = []
     values = np.zeros((len(case_names), len(classes), len(METRICS)), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="ACDC test", unit="volume")):
-        path = acdc_volume_path(args.root_path, case)
+        path = DATASET.case_path(args.root_path, case)
         data = load_h5(path)
         image, label = data["image"], data["label"]
         validate_pair(image, label, num_classes, path, ndim=3)

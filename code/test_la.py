@@ -39,7 +39,6 @@ from engine.reports import (METRICS, build_summary, empty_rule, exit_on_error, p
                             write_reports)
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
-from dataloaders.la_heart import la_case_path
 from engine.inference import largest_connected_component
 from utils.metrics import calculate_metric_percase, summarize
 
@@ -89,9 +88,10 @@ def evaluate_la(model: torch.nn.Module, args: argparse.Namespace, case_ids: Sequ
     num_classes = args.num_classes
     rows = []
     for ith, case in enumerate(tqdm(case_ids, desc="LA test", unit="case")):
-        data = load_h5(la_case_path(args.root_path, case))
+        path = DATASET.case_path(args.root_path, case)
+        data = load_h5(path)
         image, label = data["image"], data["label"]
-        validate_pair(image, label, num_classes, la_case_path(args.root_path, case), ndim=3)
+        validate_pair(image, label, num_classes, path, ndim=DATASET.spatial_dims)
         prediction, score_map = inference.test_single_case(model, image, args.stride_xy, args.stride_z, args.patch_size,
                                                            num_classes, args.sw_batch, amp=args.amp)
         if args.nms:
