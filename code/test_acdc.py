@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from datasets import get_dataset
 from engine.evaluation import add_common_args
-from engine.run import REPO_ROOT
+from engine.run import REPO_ROOT, run_cli
 from engine import inference
-from engine.reports import (METRICS, build_summary, empty_rule, exit_on_error, prediction_dir, run_test_main,
+from engine.reports import (METRICS, build_summary, empty_rule, prediction_dir, run_test_main,
                             write_reports)
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root_path", default=os.path.join(REPO_ROOT, DATASET.root_path),
                    help="ACDC folder with test.list and data/<patientXXX_frameYY>.h5")
-    add_common_args(p, DATASET.name, model=DATASET.model, labelnum=DATASET.labelnum)
+    add_common_args(p, DATASET.name)
     p.add_argument("--num_classes", type=int, default=DATASET.num_classes, help="output channels of the network (background included)")
     p.add_argument("--patch_size", type=int, nargs=2, default=list(DATASET.patch_size), metavar=("H", "W"),
                    help="size every slice is zoomed to")
@@ -159,4 +159,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    exit_on_error(main, "test_acdc.py")
+    run_cli(main, "test_acdc.py")

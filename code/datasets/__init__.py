@@ -30,8 +30,6 @@ REGISTRY: Dict[str, str] = {
     "ACDC": "datasets.acdc",
 }
 
-_EXTRA: Dict[str, "DatasetDescription"] = {}  # registered at run time (register())
-
 
 @dataclass(frozen=True)
 class MethodSetting:
@@ -153,13 +151,13 @@ class DatasetDescription:
         """The setting of ``--method key`` on this dataset; a ValueError names those there are."""
         if key not in self.methods:
             raise ValueError(f"--method {key} has no setting for the {self.name} dataset "
-                             f"(datasets/{self.name.lower()}.py lists: {', '.join(sorted(self.methods))})")
+                             f"(its description, {REGISTRY.get(self.name, self.name)}, lists: {', '.join(sorted(self.methods))})")
         return self.methods[key]
 
 
 def names() -> Tuple[str, ...]:
     """The registered dataset names."""
-    return tuple(REGISTRY) + tuple(n for n in _EXTRA if n not in REGISTRY)
+    return tuple(REGISTRY)
 
 
 def get_dataset(dataset: "str | DatasetDescription") -> DatasetDescription:
@@ -170,14 +168,7 @@ def get_dataset(dataset: "str | DatasetDescription") -> DatasetDescription:
     """
     if isinstance(dataset, DatasetDescription):
         return dataset
-    if dataset in _EXTRA:
-        return _EXTRA[dataset]
     if dataset not in REGISTRY:
         raise ValueError(f"unknown dataset {dataset!r}; registered: {', '.join(names())} (datasets/__init__.py)")
     return importlib.import_module(REGISTRY[dataset]).DESCRIPTION
 
-
-def register(description: DatasetDescription) -> DatasetDescription:
-    """Make ``description`` known by its name for this process (tests, notebooks); returns it."""
-    _EXTRA[description.name] = description
-    return description

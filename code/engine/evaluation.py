@@ -17,10 +17,12 @@ from engine.run import REPO_ROOT, add_log_file, device_from_flags, snapshot_dir
 from utils.metrics import EMPTY_POLICIES
 
 
-def add_common_args(p: argparse.ArgumentParser, dataset: str, model: str, labelnum: int) -> None:
+def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
     """The flags both test scripts have (reference names kept): which run and
-    checkpoint, where results go, the device, autocast and the empty-prediction policy."""
-    units = get_dataset(dataset).labelnum_unit
+    checkpoint, where results go, the device, autocast and the empty-prediction policy;
+    the defaults of ``--labelnum`` and ``--model`` are the dataset description's."""
+    d = get_dataset(dataset)
+    units, labelnum, model = d.labelnum_unit, d.labelnum, d.model
     p.add_argument("--exp", default=None,
                    help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
                         "DTC, URPC, MCNet)")

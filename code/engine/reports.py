@@ -1,6 +1,6 @@
 """What test_la.py and test_acdc.py share around their per-case procedures: the
 result files (``metrics_per_case.csv``, ``performance.txt``, ``performance.json``),
-the summary dict, and the script's ``main`` and ``__main__`` error handling.
+the summary dict, and the script's ``main``.
 
 Each script keeps its flags, its per-case loop and the lines that differ (the
 performance.txt metric lines, the empty-prediction line, its summary entries).
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from engine.checkpoints import CheckpointError
 from engine.evaluation import prepare_evaluation, run_evaluations
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
@@ -115,11 +114,3 @@ def run_test_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, d
             return evaluate(model, args, cases, out_dir, extra_info)
 
     return run_evaluations(args, jobs, dataset, len(cases), run)
-
-
-def exit_on_error(main: Callable[[], object], prog: str) -> None:
-    """Run a test script's ``main``; a missing file or a bad checkpoint exits with ``<prog>: error: ...``."""
-    try:
-        main()
-    except (FileNotFoundError, CheckpointError) as error:
-        raise SystemExit(f"{prog}: error: {error}")

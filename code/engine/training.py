@@ -152,7 +152,7 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
     """One training run of ``args.method`` on dataset ``d``; returns the run summary."""
     train_ids = read_list(os.path.join(args.root_path, d.train_list))  # fails before any folder is made
     snapshot, device = prepare_snapshot(args, d.name)
-    loader, held_out = build_loader(args, d, len(train_ids))
+    loader, held_out = build_loader(args, d)
     method = get_method(args.method).from_args(args, d, d.num_classes, device)
     validate = None
     if args.select != "last":

@@ -69,7 +69,7 @@ class DTC(Baseline):
         labels = label[:lbs]
         out: Dict[str, torch.Tensor] = {}
         out["loss_sdf"] = F.mse_loss(sdf[:lbs], sdf_target(labels, sdf.shape[1]))
-        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.dataset)
+        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
         out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels).detach()  # logged, not optimised (released)
         out["loss_consistency"] = dual_task_consistency(sdf, probs)
         w = self.weight(iter_num)

@@ -113,7 +113,7 @@ class SASSNet(Baseline):
         gt_sdf = sdf_target(labels, sdf.shape[1])
         out: Dict[str, torch.Tensor] = {}
         out["loss_sdf"] = F.mse_loss(sdf[:lbs], gt_sdf)
-        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.dataset)
+        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
         out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels).detach()  # logged, not optimised (released)
         d_out = self.discriminator(sdf[lbs:], image[lbs:])
         out["loss_adv"] = F.cross_entropy(d_out, torch.ones(d_out.shape[0], dtype=torch.long, device=d_out.device))

@@ -147,7 +147,7 @@ class UAMT(Baseline):
         labels = label[:lbs]
         out: Dict[str, torch.Tensor] = {}
         out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels)
-        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.dataset)
+        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
         threshold = uncertainty_threshold(iter_num, self.max_iterations)
         mask = (uncertainty < threshold).float()
         out["loss_consistency"] = masked_consistency(probs[lbs:], ema_probs, mask)
