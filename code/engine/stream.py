@@ -1,26 +1,85 @@
 """The training batches of a run: a new loader iterator every sampler epoch, as the released
 ``for epoch: for batch in trainloader`` loop makes them, with the loader position and every RNG
 state saved for an exact ``--resume``."""
+import logging
 import random
 from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
 
-def rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+
+def _is_cuda(device: Optional[torch.device]) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def rng_state(device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """The python, numpy and torch CPU generator states, plus the CUDA one of ``device``.
+
+    Only tensors and Python builtins, so that a checkpoint holding it loads with
+    ``torch.load(weights_only=True)``: numpy's legacy MT19937 state is stored as
+    ``{"bit_generator", "key" (int64 tensor of the uint32 key), "pos", "has_gauss",
+    "cached_gaussian"}``. ``"cuda"`` (the generator of ``device`` only) is present
+    when ``device`` is a CUDA device.
+    """
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key).astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if _is_cuda(device):
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def _set_numpy_state(saved: Any) -> None:
+    if isinstance(saved, dict):  # the form written by rng_state()
+        key = saved["key"]
+        key = key.numpy() if torch.is_tensor(key) else np.asarray(key)
+        np.random.set_state((saved["bit_generator"], key.astype(np.uint32), int(saved["pos"]),
+                             int(saved["has_gauss"]), float(saved["cached_gaussian"])))
+    else:  # np.random.get_state()'s tuple, as older versions stored it
+        np.random.set_state(saved)
+
+
+def _cuda_entry(saved: Any, device: torch.device) -> Optional[torch.Tensor]:
+    """The saved CUDA state for ``device``: the tensor itself, or from the per-GPU list
+    (``get_rng_state_all()``) that older versions stored, the element of the device's index."""
+    if torch.is_tensor(saved):
+        return saved
+    states = list(saved)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if 0 <= index < len(states):
+        return states[index]
+    if states:
+        logger.warning("the checkpoint's CUDA RNG states (one per GPU, %d) have none for %s: using that of GPU 0",
+                       len(states), device)
+        return states[0]
+    logger.warning("the checkpoint holds an empty list of CUDA RNG states: the CUDA generator is not restored")
+    return None
+
+
+def set_rng_state(state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
+    """Restore :func:`rng_state` (also the numpy tuple / per-GPU list form of older checkpoints).
+
+    The CUDA state is restored only for a CUDA ``device`` when the state holds one.
+    """
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not _is_cuda(device) or state.get("cuda") is None:
+        return
+    device = torch.device(device)
+    if not torch.cuda.is_available():
+        logger.warning("the run's device is %s but CUDA is not available: its RNG state is not restored", device)
+        return
+    cuda_state = _cuda_entry(state["cuda"], device)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, device)
 
 
 def worker_death_error(err: RuntimeError) -> RuntimeError:
@@ -46,11 +105,13 @@ class EpochStream:
     seeds and the augmentation draws continue as in the uninterrupted run (at
     the cost of re-loading at most one epoch of batches). With
     ``--persistent_workers 1`` the workers' generators carry over from earlier
-    epochs, so that replay cannot reproduce them.
+    epochs, so that replay cannot reproduce them. ``device``: the run's device;
+    for a CUDA one its generator state is kept too (:func:`rng_state`).
     """
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, device: Optional[torch.device] = None) -> None:
         self.loader = loader
+        self.device = device
         self._iterator: Optional[Iterator[Any]] = None
         self.epoch_rng: Optional[Dict[str, Any]] = None
         self.taken = 0
@@ -59,7 +120,7 @@ class EpochStream:
         return self
 
     def _new_epoch(self) -> None:
-        self.epoch_rng = rng_state()
+        self.epoch_rng = rng_state(self.device)
         self._iterator = iter(self.loader)
         self.taken = 0
 
@@ -89,7 +150,7 @@ class EpochStream:
         if state.get("epoch_rng") is None:  # saved before the first batch: start afresh
             self._iterator, self.epoch_rng, self.taken = None, None, 0
             return
-        set_rng_state(state["epoch_rng"])
+        set_rng_state(state["epoch_rng"], self.device)
         self._new_epoch()
         for _ in range(int(state["taken"])):
             next(self._iterator)
