@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python code/check_data.py LA data/LA
     python code/check_data.py ACDC data/ACDC
     python code/check_data.py ACDC /tmp/acdc_synth --any-size   # synthetic or subset data
+    python code/check_data.py LA data/LA --labelnum 8           # labeled cases to inspect
 
 Checks: the lists are present and well formed (no duplicates, no case in two
 splits); every listed file is present and readable with ``image`` and
@@ -16,6 +17,13 @@ cases; ACDC 70/10/20 patients, 1312 training slices, 68/136 labeled slices for
 3/7 patients) and, for real-size data, the fixed split shipped in ``data/``.
 Every problem is printed with its file and what to do; the exit status is 1
 if there is any.
+
+Warnings (printed, exit status unchanged): a LABELED training item whose label
+is all background, i.e. one of the first ``--labelnum`` cases of LA's
+``train.list``, or one of the training volumes (``data/<volume>.h5``) of the
+first ``--labelnum`` patients of ACDC's ``train_slices.list`` (checked per
+volume: an all-background slice at the apex is normal). ``--labelnum``
+defaults to the dataset's default (LA 4 cases, ACDC 3 patients).
 """
 from __future__ import annotations
 
@@ -38,6 +46,9 @@ from dataloaders.splits import (ACDC_PATIENT_SPLIT_SIZES, ACDC_TRAIN_SLICES, LA_
                                 patients_to_slices, read_list, split_slice_name)
 
 __all__ = ["check_data", "main"]
+
+#: |image| above this in a preprocessed (normalised) file earns a warning
+IMAGE_PEAK_WARNING = 1e3
 
 
 class _Report:
@@ -78,9 +89,12 @@ def _check_file(path: str, num_classes: int, ndim: int, rep: _Report) -> tuple[t
     except DataError as err:
         rep.problem(str(err))
         return None
-    if not np.issubdtype(image.dtype, np.floating):
-        rep.problem(f"{path}: image dtype {image.dtype}, expected float32 (normalised intensities). "
-                    "Regenerate the file with the preprocessing script.")
+    # (an integer/bool image dtype is refused by validate_pair itself, as in training)
+    peak = float(np.abs(image).max())
+    if peak > IMAGE_PEAK_WARNING:
+        rep.notes.append(f"warning: {path}: image values up to {peak:.3g}; the preprocessed images are normalised "
+                         "(LA z-scored, ACDC in [0, 1]), so values this large point to raw or corrupted "
+                         "intensities, which can make training diverge. Rerun the preprocessing.")
     if not np.issubdtype(label.dtype, np.integer):
         rep.problem(f"{path}: label dtype {label.dtype}, expected an integer type (uint8). "
                     "Regenerate the file with the preprocessing script.")
@@ -97,7 +111,15 @@ def _compare_shipped(root: str, dataset: str, lists: dict[str, list[str]], rep: 
                         f"{shipped_path}; copy the shipped list (or use --any-size for other data).")
 
 
-def _check_la(root: str, any_size: bool, rep: _Report, progress: bool) -> dict[str, int]:
+def _labeled_count(n: int, available: int, what: str, path: str, rep: _Report) -> int:
+    """``n`` labeled items, at most ``available``; a note when the list has fewer."""
+    if n > available:
+        rep.notes.append(f"note: --labelnum {n} but {path} has only {available} {what}; "
+                         f"checked the {available} for empty labels.")
+    return min(n, available)
+
+
+def _check_la(root: str, any_size: bool, rep: _Report, progress: bool, labelnum: int) -> dict[str, int]:
     lists = _read_lists(root, ("train", "test"), rep)
     if "train" in lists and "test" in lists:
         both = sorted(set(lists["train"]) & set(lists["test"]))
@@ -114,6 +136,14 @@ def _check_la(root: str, any_size: bool, rep: _Report, progress: bool) -> dict[s
             empty.append(case)
     if empty:
         rep.notes.append(f"note: {len(empty)} cases have no foreground voxel (e.g. {empty[0]}).")
+    train = lists.get("train", [])
+    if train:
+        n = _labeled_count(labelnum, len(train), "cases", os.path.join(root, "train.list"), rep)
+        for case in train[:n]:
+            if case in empty:
+                rep.notes.append(f"warning: labeled training case {case} ({la_case_path(root, case)}) has an "
+                                 "all-background label (no atrium voxel); its supervised loss teaches only "
+                                 "background. Check the file or its preprocessing.")
     if not any_size:
         for s, n in LA_SPLIT_SIZES.items():
             if s in sizes and sizes[s] != n:
@@ -124,7 +154,7 @@ def _check_la(root: str, any_size: bool, rep: _Report, progress: bool) -> dict[s
     return sizes
 
 
-def _check_acdc(root: str, any_size: bool, rep: _Report, progress: bool) -> dict[str, int]:
+def _check_acdc(root: str, any_size: bool, rep: _Report, progress: bool, labelnum: int) -> dict[str, int]:
     lists = _read_lists(root, ("train_slices", "train", "val", "test"), rep)
     patients = {s: patients_in_order(lists[s]) for s in ("train", "val", "test") if s in lists
                 and _names_ok(lists[s], os.path.join(root, f"{s}.list"), rep)}
@@ -135,11 +165,12 @@ def _check_acdc(root: str, any_size: bool, rep: _Report, progress: bool) -> dict
                 rep.problem(f"{root}: patients {both[:5]} are in both {a}.list and {b}.list; "
                             "the splits must be disjoint by patient.")
     vol_shapes: dict[str, tuple[int, ...]] = {}
+    vol_foreground: dict[str, bool] = {}
     todo = [(c, acdc_volume_path(root, c), 3) for s in ("train", "val", "test") for c in lists.get(s, [])]
     for case, path, ndim in tqdm(todo, desc="ACDC volumes", disable=not progress):
         res = _check_file(path, ACDC_NUM_CLASSES, ndim, rep)
         if res is not None:
-            vol_shapes[case] = res[0]
+            vol_shapes[case], vol_foreground[case] = res
     slices = lists.get("train_slices", [])
     slices_path = os.path.join(root, "train_slices.list")
     per_volume: dict[str, int] = {}
@@ -183,6 +214,7 @@ def _check_acdc(root: str, any_size: bool, rep: _Report, progress: bool) -> dict
                     break
         for n, count in labeled.items():
             sizes[f"labeled slices ({n} patients)"] = count
+        _warn_empty_labeled_volumes(root, slices, labelnum, vol_foreground, rep)
     if not any_size:
         for s, n in ACDC_PATIENT_SPLIT_SIZES.items():
             if s in patients and len(patients[s]) != n:
@@ -202,6 +234,21 @@ def _check_acdc(root: str, any_size: bool, rep: _Report, progress: bool) -> dict
     return sizes
 
 
+def _warn_empty_labeled_volumes(root: str, slices: list[str], labelnum: int, vol_foreground: dict[str, bool],
+                                rep: _Report) -> None:
+    """A warning for each training volume of the first ``labelnum`` patients of ``slices``
+    (the labeled ones) whose label is all background."""
+    slices_path = os.path.join(root, "train_slices.list")
+    order = patients_in_order(slices)
+    labeled = set(order[:_labeled_count(labelnum, len(order), "patients", slices_path, rep)])
+    volumes = dict.fromkeys(split_slice_name(name)[0] for name in slices if patient_of(name) in labeled)
+    for volume in volumes:
+        if vol_foreground.get(volume) is False:
+            rep.notes.append(f"warning: labeled training volume {volume} ({acdc_volume_path(root, volume)}) "
+                             "has an all-background label (no RV/Myo/LV voxel in any slice); its slices teach "
+                             "only background. Check the file or its preprocessing.")
+
+
 def _names_ok(names: list[str], path: str, rep: _Report) -> bool:
     bad = []
     for n in names:
@@ -218,19 +265,28 @@ def _names_ok(names: list[str], path: str, rep: _Report) -> bool:
 LAYOUT_CHECKS = {"LA": _check_la, "ACDC": _check_acdc}
 
 
-def check_data(dataset: str, root: str, any_size: bool = False, progress: bool = False
-               ) -> tuple[list[str], dict[str, int], list[str]]:
+def check_data(dataset: str, root: str, any_size: bool = False, progress: bool = False,
+               labelnum: int | None = None) -> tuple[list[str], dict[str, int], list[str]]:
     """Check the data folder ``root`` of ``dataset`` (a registered name, :mod:`datasets`): the
     on-disk layout its description names (``layout``: ``"LA"`` or ``"ACDC"``).
 
+    Args:
+        labelnum: labeled training items as ``--labelnum`` of training counts them (LA cases,
+            ACDC patients), whose labels are checked for foreground; None: the dataset's default.
+
     Returns:
         (problems, sizes, notes): one message per problem (path + fix), the sizes
-        found (list lengths, patients, labeled slices), informational notes.
+        found (list lengths, patients, labeled slices), informational notes and
+        warnings (which do not make the data unusable).
 
     Raises:
-        ValueError: an unknown dataset, or one whose layout has no check here.
+        ValueError: an unknown dataset, one whose layout has no check here, or ``labelnum`` < 1.
     """
-    layout = get_dataset(dataset).layout
+    description = get_dataset(dataset)
+    layout = description.layout
+    labelnum = description.labelnum if labelnum is None else int(labelnum)
+    if labelnum < 1:
+        raise ValueError(f"check_data: --labelnum must be >= 1, got {labelnum}.")
     if layout not in LAYOUT_CHECKS:
         raise ValueError(f"dataset {dataset}: no check for the layout {layout!r} (known: {', '.join(LAYOUT_CHECKS)})")
     rep = _Report()
@@ -238,7 +294,7 @@ def check_data(dataset: str, root: str, any_size: bool = False, progress: bool =
         rep.problem(f"{root}: folder not found. Give the data folder that holds the .list files "
                     "(e.g. data/LA or data/ACDC).")
         return rep.problems, {}, rep.notes
-    sizes = LAYOUT_CHECKS[layout](root, any_size, rep, progress)
+    sizes = LAYOUT_CHECKS[layout](root, any_size, rep, progress, labelnum)
     return rep.problems, sizes, rep.notes
 
 
@@ -248,10 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("root", help="data folder (the one holding the .list files)")
     parser.add_argument("--any-size", action="store_true",
                         help="do not require the real split sizes (synthetic or subset data)")
+    parser.add_argument("--labelnum", type=int, default=None,
+                        help="labeled training items, as training's --labelnum (LA cases, ACDC patients); "
+                             "their labels are checked for foreground (default: the dataset's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.labelnum is not None and args.labelnum < 1:
+        parser.error(f"--labelnum must be >= 1, got {args.labelnum}")
     logging.basicConfig(level=logging.WARNING)
-    problems, sizes, notes = check_data(args.dataset, args.root, args.any_size, progress=not args.quiet)
+    problems, sizes, notes = check_data(args.dataset, args.root, args.any_size, progress=not args.quiet,
+                                        labelnum=args.labelnum)
     print(f"{args.dataset} data in {args.root}")
     for k, v in sizes.items():
         print(f"  {k}: {v}")

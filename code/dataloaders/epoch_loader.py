@@ -29,9 +29,16 @@ can be prepared before that step ends. Within an epoch everything is
 prefetched. With ``num_workers=0`` the plain ``DataLoader`` is used (nothing
 to fork). Workers are started with ``fork`` (Linux); where fork is not
 available the released loader is used.
+
+Workers never outlive the main process: on Linux each asks the kernel for
+``SIGKILL`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and on every
+system each waits for work with a timeout and exits once its parent pid has
+changed (the parent is gone, as torch's own worker watchdog checks), so a
+``kill -9`` of the trainer leaves no worker behind.
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import multiprocessing
@@ -39,6 +46,7 @@ import os
 import queue
 import random
 import signal
+import sys
 from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
@@ -55,16 +63,60 @@ logger = logging.getLogger(__name__)
 #: --loader choices
 LOADERS = ("reseed", "released")
 
+#: seconds a worker waits for a task before checking that its parent is still alive
+PARENT_CHECK_INTERVAL = 1.0
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _set_parent_death_signal() -> bool:
+    """Linux: have the kernel send this process ``SIGKILL`` when its parent dies.
+
+    Returns True when set; False on other systems or if ``prctl`` fails (the
+    worker's parent-pid check still ends it then). The kernel sends the signal
+    when the parent THREAD that forked ends, so the loader's workers must be
+    started from a thread that lives as long as the run (the main thread).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(int(signal.SIGKILL)),
+                        ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    except (OSError, AttributeError) as err:
+        logger.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", err)
+        return False
+    if rc != 0:
+        logger.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        return False
+    return True
+
+
+def _next_task(tasks: Any, parent_pid: int) -> Any:
+    """The next message of ``tasks``; ends this worker process if its parent has died."""
+    while True:
+        try:
+            return tasks.get(timeout=PARENT_CHECK_INTERVAL)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                # The parent is gone (we were re-parented): leave at once. os._exit, not a
+                # return, so that no queue feeder thread blocks on a pipe nobody reads.
+                os._exit(0)
+
 
 def _worker_loop(dataset: Dataset, collate_fn: Callable, init_fn: Optional[Callable[[int], None]], wid: int,
-                 num_workers: int, tasks: Any, results: Any) -> None:
+                 num_workers: int, tasks: Any, results: Any, parent_pid: Optional[int] = None) -> None:
     from torch._utils import ExceptionWrapper
     from torch.utils.data._utils import worker as torch_worker
 
+    parent_pid = os.getppid() if parent_pid is None else parent_pid
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(0)
     torch.set_num_threads(1)
     epoch = -1
     while True:
-        msg = tasks.get()
+        msg = _next_task(tasks, parent_pid)
         if msg is None:
             return
         if msg[0] == "epoch":  # re-seed exactly as a freshly started DataLoader worker
@@ -129,11 +181,12 @@ class ReseedingLoader:
     def _start(self) -> None:
         ctx = multiprocessing.get_context("fork")
         self._results = ctx.Queue()
+        parent_pid = os.getpid()  # recorded before the fork: the workers watch for it to change
         for wid in range(self.num_workers):
             tasks = ctx.Queue()
             p = ctx.Process(target=_worker_loop, daemon=True,
                             args=(self.dataset, self.collate_fn, self.worker_init_fn, wid, self.num_workers,
-                                  tasks, self._results))
+                                  tasks, self._results, parent_pid))
             p.start()
             self._workers.append(p)
             self._tasks.append(tasks)

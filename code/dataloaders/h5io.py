@@ -3,17 +3,21 @@
 Every file of both layouts holds two datasets, ``image`` (float) and
 ``label`` (integer class indices) of the same shape. ``load_h5`` reads them
 and ``validate_pair`` checks them; both raise with the file path and the fix,
-so nothing downstream has to guess what went wrong.
+so nothing downstream has to guess what went wrong. ``check_files`` does both
+for a list of files (e.g. the validation and test volumes, before training).
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
 
-__all__ = ["DataError", "load_h5", "validate_pair"]
+__all__ = ["DataError", "load_h5", "validate_pair", "check_files"]
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -69,8 +73,10 @@ def validate_pair(image: np.ndarray, label: np.ndarray, num_classes: int, path: 
                   ndim: int | None = None) -> None:
     """Check an image/label pair read from ``path``; raise ``DataError`` on the first fault.
 
-    Checks: same shape (and ``ndim`` dimensions when given), image values all
-    finite (no NaN/Inf), label values whole numbers in ``[0, num_classes)``.
+    Checks: same shape (and ``ndim`` dimensions when given), image dtype
+    floating point (normalised intensities; integer or bool images are
+    refused), image values all finite (no NaN/Inf), label values whole numbers
+    in ``[0, num_classes)``.
     Nothing is clipped or rounded: a bad file is an error, named by ``path``.
 
     Args:
@@ -95,9 +101,12 @@ def validate_pair(image: np.ndarray, label: np.ndarray, num_classes: int, path: 
                         "preprocessing script.")
     if image.size == 0:
         raise DataError(f"{path}: empty arrays (shape {image.shape}); regenerate the file.")
-    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
+    if np.issubdtype(image.dtype, np.integer) or image.dtype == np.bool_:
+        raise DataError(f"{path}: image dtype {image.dtype}, expected float32 (normalised intensities). "
+                        "Regenerate the file with the preprocessing script.")
+    if not np.issubdtype(image.dtype, np.floating):
         raise DataError(f"{path}: image dtype {image.dtype} is not numeric; regenerate the file.")
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+    if not np.isfinite(image).all():
         n_bad = int(np.count_nonzero(~np.isfinite(image)))
         raise DataError(f"{path}: image has {n_bad} NaN/Inf values. Fix or remove this case "
                         "(a constant raw image gives NaN after normalisation) and rerun the "
@@ -115,6 +124,32 @@ def validate_pair(image: np.ndarray, label: np.ndarray, num_classes: int, path: 
                         f"({num_classes} classes). Check that the file belongs to this dataset "
                         "(LA: 0/1; ACDC: 0 bg, 1 RV, 2 Myo, 3 LV) and that raw labels were "
                         "converted (LA raw 255 -> 1) by the preprocessing script.")
+
+
+def check_files(paths: Sequence[str], num_classes: int, ndim: int | None, progress: bool = False,
+                desc: str = "check data") -> None:
+    """Read and check every file of ``paths`` (:func:`load_h5` + :func:`validate_pair`).
+
+    Meant for the files a run reads only later (validation and test volumes),
+    so that a broken one stops the run at start-up, named, instead of being
+    used silently or failing at the first validation.
+
+    Args:
+        paths: the ``.h5`` files.
+        num_classes: number of classes (LA 2, ACDC 4).
+        ndim: expected number of dimensions of image and label, or None for any.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+
+    Raises:
+        FileNotFoundError: the first missing file (names it and the fix).
+        DataError: the first unreadable or invalid file (names it and the fix).
+    """
+    from tqdm import tqdm
+    for path in tqdm(paths, desc=desc, disable=not progress, leave=False):
+        data = load_h5(path)
+        validate_pair(data["image"], data["label"], num_classes, path, ndim=ndim)
+    logger.debug("%s: %d files OK", desc, len(paths))
 
 
 def cached_read(dataset: Any, idx: int) -> dict[str, Any]:

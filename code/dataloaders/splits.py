@@ -38,7 +38,8 @@ _SLICE_RE = re.compile(r"^(.+)_slice_(\d+)$")
 def read_list(path: str) -> list[str]:
     """Names in a list file, one per line, surrounding whitespace removed.
 
-    Empty lines (e.g. the final newline) are not names and are left out.
+    Empty lines (e.g. the final newline) are not names and are left out; a
+    UTF-8 byte-order mark (some Windows editors write one) is skipped.
 
     Raises:
         FileNotFoundError: the list is missing (says where lists come from).
@@ -52,7 +53,7 @@ def read_list(path: str) -> list[str]:
         raise FileNotFoundError(
             f"{path}: list file not found. Copy the shipped lists from {REPO_DATA_DIR}/<LA|ACDC>/ "
             "into the data folder, run the preprocessing script (it writes them), or check --root_path.")
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first name
         lines = f.read().splitlines()
     names = []
     for i, line in enumerate(lines, 1):

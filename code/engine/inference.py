@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dataloaders.acdc import acdc_volume_path
-from dataloaders.h5io import load_h5
+from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.la_heart import la_case_path
 from utils.metrics import calculate_dice_hd95, dice_coefficient
 
@@ -415,13 +415,19 @@ def validate_la_cases(
 
     Returns:
         The mean Dice (float).
+
+    Raises:
+        FileNotFoundError, DataError: a case file is missing or invalid
+            (:func:`dataloaders.h5io.validate_pair`), named with the fix.
     """
     if not case_ids:
         raise ValueError("validate_la_cases needs at least one case id.")
     device = model_device(model)
     total = 0.0
     for case in tqdm(case_ids, desc="validate LA", disable=not progress, leave=False):
-        data = load_h5(case_path(root, case))
+        path = case_path(root, case)
+        data = load_h5(path)
+        validate_pair(data["image"], data["label"], num_classes, path, ndim=3)  # never use a broken case
         with eval_mode(model), torch.inference_mode():
             score = _sliding_window_probs(model, data["image"], stride_xy, stride_z, patch_size, num_classes,
                                           sw_batch, amp)
@@ -461,12 +467,18 @@ def validate_acdc_volumes(
     Returns:
         float64 array (C - 1, 2): column 0 Dice, column 1 95HD, row c-1 = class c.
         ``result[:, 0].mean()`` is the reference's selection score.
+
+    Raises:
+        FileNotFoundError, DataError: a volume file is missing or invalid
+            (:func:`dataloaders.h5io.validate_pair`), named with the fix.
     """
     if not case_names:
         raise ValueError("validate_acdc_volumes needs at least one volume name.")
     rows = np.zeros((len(case_names), num_classes - 1, 2), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc="validate ACDC", disable=not progress, leave=False)):
-        data = load_h5(case_path(root, case))
+        path = case_path(root, case)
+        data = load_h5(path)
+        validate_pair(data["image"], data["label"], num_classes, path, ndim=3)  # never use a broken volume
         prediction = test_single_volume_2d(model, data["image"], num_classes, patch_size, batch, amp)
         label = np.asarray(data["label"])
         for c in range(1, num_classes):
