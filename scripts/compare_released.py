@@ -136,7 +136,7 @@ def run_ours(args: argparse.Namespace) -> str:
            "--patch_size", *map(str, args.patch_size), "--batch_size", str(args.batch_size),
            "--labeled_bs", str(args.labeled_bs), "--labelnum", str(args.labelnum), "--seed", str(args.seed),
            "--consistency", str(args.consistency), "--consistency_rampup", str(args.consistency_rampup),
-           "--magnitude", str(args.magnitude), "--device", "cpu", "--log_interval", "1",
+           "--magnitude", str(args.magnitude), "--device", "cpu", "--log_interval", "1", "--overwrite",
            "--zero_grad", "zero" if args.torch_zero_grad == "1.8" else "none", *args.ours_flags]
     print("ours: " + " ".join(cmd), flush=True)
     with open(os.path.join(args.out, "ours_stdout.txt"), "w") as out:

@@ -105,13 +105,13 @@ run_stage synthetic_data 40 "$PYTHON" code/dataloaders/synthetic.py --dataset LA
 RES_FLAGS=(--root_path "$DATA" --device "$DEVICE" --patch_size "${LA_PATCH[@]}" --labelnum 4 --select last
            --deterministic 2 --save_interval 2)
 run_stage resume 150 bash -c "set -e
-  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 6 --model_root '$RESULTS/resume_a'
-  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 4 --model_root '$RESULTS/resume_b'
+  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 6 --model_root '$RESULTS/resume_a' --overwrite
+  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 4 --model_root '$RESULTS/resume_b' --overwrite
   $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 6 --model_root '$RESULTS/resume_b' --resume
   $PYTHON - '$RESULTS' <<'EOF'
 import json, sys, torch
 res = sys.argv[1]
-a, b = (torch.load(f'{res}/resume_{r}/LA_SSNet_4_labeled/VNet/last.pth', map_location='cpu', weights_only=False)
+a, b = (torch.load(f'{res}/resume_{r}/LA_SSNet_4_labeled/VNet/last.pth', map_location='cpu', weights_only=True)
         for r in 'ab')
 err = max(float((a['model'][k].float() - b['model'][k].float()).abs().max()) for k in a['model'])
 ok = err <= 1e-6 and a['iter_num'] == b['iter_num'] == 6
@@ -131,7 +131,7 @@ run_stage step_acdc_default 90 "$PYTHON" code/benchmark.py --setting acdc --devi
 
 # loader wait in a real run
 run_stage loader 200 "$PYTHON" code/train_la.py --root_path "$DATA" --device "$DEVICE" --patch_size "${LA_PATCH[@]}" \
-    --labelnum 4 --select last --max_iterations "$LOADER_ITERS" --model_root "$RESULTS/loader_run"
+    --labelnum 4 --select last --max_iterations "$LOADER_ITERS" --model_root "$RESULTS/loader_run" --overwrite
 
 if [[ "$SMOKE" != "1" ]]; then
     run_stage compile 150 "$PYTHON" scripts/gpu_checks.py compile --device "$DEVICE" --json "$VERDICTS" && tail -1 "$RESULTS/logs/compile.log"

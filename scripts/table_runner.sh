@@ -67,8 +67,12 @@ commands() {  # commands GPU|"" EXP N [flags...]: sets TRAIN and TEST (arrays)
   for ((i = 0; i < ${#words[@]}; i++)); do
     if [ "${words[i]}" = --method ]; then method=(--method "${words[i + 1]}"); fi
   done
+  # a run interrupted earlier (its last.pth is there) continues where it stopped; a finished but untested
+  # run only re-creates missing final files; a new training run never overwrites one
+  local resume=()
+  if [ -f "$(snapshot "$exp" "$n")/$NET/last.pth" ]; then resume=(--resume); fi
   TRAIN=("${pre[@]}" "$PY" "$TRAIN_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
-         "${dev[@]}" "$@")
+         "${dev[@]}" "$@" "${resume[@]}")
   TEST=("${pre[@]}" "$PY" "$TEST_PY" --root_path "$DATA" --model_root "$MODEL_ROOT" --exp "$exp" --labelnum "$n"
         "${dev[@]}" "${method[@]}" --which both "${TEST_FLAGS[@]}")
 }

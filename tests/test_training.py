@@ -50,12 +50,12 @@ def test_la_resume_is_exact(la_root, tmp_path):
     so the restored RNG states reproduce the data order too.)"""
     flags = ["--root_path", la_root, "--lr_step", "3"] + LA_FLAGS
     train_la.main(flags + ["--model_root", str(tmp_path / "a")])
-    straight = torch.load(tmp_path / "a" / "LA_SSNet_2_labeled" / "VNet" / "last.pth", weights_only=False)
+    straight = torch.load(tmp_path / "a" / "LA_SSNet_2_labeled" / "VNet" / "last.pth", weights_only=True)
 
     stop = [f if f != "4" else "2" for f in flags]  # --max_iterations 2
     train_la.main(stop + ["--model_root", str(tmp_path / "b")])
     summary = train_la.main(flags + ["--model_root", str(tmp_path / "b"), "--resume"])
-    resumed = torch.load(tmp_path / "b" / "LA_SSNet_2_labeled" / "VNet" / "last.pth", weights_only=False)
+    resumed = torch.load(tmp_path / "b" / "LA_SSNet_2_labeled" / "VNet" / "last.pth", weights_only=True)
     assert summary["iterations"] == 4 and resumed["iter_num"] == 4
     # lr after 4 iterations with --lr_step 3: 0.01 * 0.1
     assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001)
@@ -139,7 +139,7 @@ def test_resume_loads_rng_states_on_the_cpu(acdc_root, tmp_path):
     trainer = Trainer(args, method, train_acdc.build_loader(args), snap, lambda n: 0.01, None, lambda n: False)
     trainer.device = torch.device("meta")
     trainer.load_last()
-    saved = torch.load(os.path.join(snap, "last.pth"), weights_only=False)
+    saved = torch.load(os.path.join(snap, "last.pth"), weights_only=True)
     assert trainer.iter_num == 2 and torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
 
 
@@ -151,7 +151,7 @@ def test_deterministic_2_runs_and_repeats(acdc_root, tmp_path):
             assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
-    a, b = (torch.load(tmp_path / r / "ACDC_SSNet_1_labeled" / "unet" / "last.pth", weights_only=False) for r in "ab")
+    a, b = (torch.load(tmp_path / r / "ACDC_SSNet_1_labeled" / "unet" / "last.pth", weights_only=True) for r in "ab")
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

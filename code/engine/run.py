@@ -2,6 +2,7 @@
 snapshot folder layout, the log format and log files, seeding, ``--device`` / ``--gpu``,
 boolean and the command-line error handling."""
 import logging
+import logging.handlers
 import os
 import sys
 from typing import Any, Callable, List, Optional
@@ -21,16 +22,33 @@ def snapshot_dir(model_root: str, dataset: str, exp: str, labelnum: int, model: 
     return os.path.join(model_root, f"{dataset}_{exp}_{labelnum}_labeled", model)
 
 
-def setup_logging(snapshot: str) -> None:
-    """A training run: log to ``<snapshot>/log.txt`` (appended) and stderr, replacing the
-    handlers of an earlier run in this process."""
+def setup_logging(snapshot: Optional[str] = None) -> None:
+    """A training run's log: stderr at once, replacing the handlers of an earlier run in this
+    process, and ``<snapshot>/log.txt`` (appended) once the snapshot folder may be written.
+
+    Call it first without ``snapshot`` (the lines logged meanwhile are held in memory), then with
+    it: the held lines go to ``log.txt`` first, so the file has the whole run.
+    """
     root = logging.getLogger()
-    for h in list(root.handlers):
+    held = [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]
+    if snapshot is None or not held:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(LOG_FORMAT)
+        root.addHandler(console)
+        root.setLevel(logging.INFO)
+        if snapshot is None:
+            root.addHandler(logging.handlers.MemoryHandler(capacity=100000, flushLevel=logging.CRITICAL + 1))
+            return
+    file_handler = logging.FileHandler(os.path.join(snapshot, "log.txt"), encoding="utf-8")
+    file_handler.setFormatter(LOG_FORMAT)
+    for h in held:
+        h.setTarget(file_handler)
+        h.flush()
         root.removeHandler(h)
-    for h in (logging.FileHandler(os.path.join(snapshot, "log.txt")), logging.StreamHandler(sys.stderr)):
-        h.setFormatter(LOG_FORMAT)
-        root.addHandler(h)
-    root.setLevel(logging.INFO)
+        h.close()
+    root.addHandler(file_handler)
 
 
 def add_log_file(path: str) -> List[logging.Handler]:

@@ -11,7 +11,13 @@ Checkpoints in the snapshot folder:
 * ``{model}_last_model.pth``: the final iterate, a bare state_dict
   (``test_*.py --which last``);
 * ``last.pth``: weights, optimiser, iteration, best score, the method's state
-  (prototype memory), every RNG state and the loader position, for ``--resume``.
+  (prototype memory), every RNG state and the loader position, for ``--resume``;
+  tensors and plain values only, read back with ``torch.load(weights_only=True)``.
+
+Every checkpoint is written to a temporary file, synced and renamed
+(:func:`engine.checkpoints.save_checkpoint`): a kill or a full disk never leaves
+a half-written file, and the previous good one stays. A non-finite loss stops
+the run (:mod:`engine.guard`) before anything is written from its weights.
 
 Speed options (all off in the faithful defaults): :mod:`engine.speed`.
 """
@@ -30,14 +36,20 @@ from datasets import DatasetDescription
 from methods import METHODS, add_method_args, get_method
 from methods.base import Method
 from networks.net_factory import resolve_device
+from engine.checkpoints import CheckpointError, load_training_state, save_checkpoint
+from engine.guard import FiniteGuard, TrainingDiverged, require_finite_weights
 from engine.host_memory import keep_freed_host_memory
 from engine.inference import AMP_MODES, amp_autocast
-from engine.run import REPO_ROOT, device_from_flags, seed_everything, setup_logging, snapshot_dir
+from engine.run import REPO_ROOT, device_from_flags
+from engine.snapshot import check_resume_flags
 from engine.speed import setup_speed, to_channels_last
 from engine.stream import EpochStream, rng_state, set_rng_state
 
 __all__ = ["add_common_args", "finish_args", "make_train_loader", "make_optimizer", "train_step", "Trainer",
-           "prepare_snapshot"]
+           "setup_device", "read_resume_state", "write_config", "LAST_KEYS"]
+
+#: what every ``last.pth`` holds (checked on ``--resume`` before anything else is done)
+LAST_KEYS = ("model", "optimizer", "iter_num", "best", "best_iter", "method", "rng", "config")
 
 
 def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
@@ -99,7 +111,13 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
                    help="log losses every N iterations (the only host syncs of the loop)")
     p.add_argument("--image_interval", type=int, default=200, help="tensorboard images every N iterations")
     p.add_argument("--save_interval", type=int, default=200, help="write last.pth every N iterations")
-    p.add_argument("--resume", action="store_true", help="continue from <snapshot>/last.pth")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <snapshot>/last.pth with the run's own flags (only flags that change "
+                        "neither the math nor the random streams may differ, e.g. --num_workers, --device, "
+                        "--log_interval); a finished run re-creates missing or damaged final files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in the snapshot folder (checkpoints, logs, test results) and "
+                        "start again; without it a folder holding a run is refused")
     p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"), help="folder holding the snapshot folders")
     # Speed options (README "Speed options"); the defaults are the faithful fp32 run.
     p.add_argument("--amp", choices=AMP_MODES, default="none",
@@ -117,27 +135,41 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
 
 
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Check the parsed training flags; the method's own are completed by its ``finish_args``.
+    """Check the parsed training flags, before anything is read or written; the method's own are
+    completed by its ``finish_args``.
 
     Raises:
-        SystemExit: with the message of a bad flag combination (as argparse does).
+        ValueError: naming the flag and what it must be.
     """
+    import math
+
     method = get_method(args.method)
     if args.exp is None:
         args.exp = method.name
-    try:
-        args.device = device_from_flags(args.device, args.gpu)
-        method.finish_args(args)
-    except ValueError as err:
-        raise SystemExit(str(err))
+    args.device = device_from_flags(args.device, args.gpu)
+    method.finish_args(args)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in the snapshot folder, --overwrite deletes it: give one")
+    if args.labelnum < 1:
+        raise ValueError(f"--labelnum must be >= 1, got {args.labelnum}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
     if not 0 < args.labeled_bs <= args.batch_size:
-        raise SystemExit(f"--labeled_bs must be in 1..--batch_size ({args.batch_size}), got {args.labeled_bs}")
+        raise ValueError(f"--labeled_bs must be in 1..--batch_size ({args.batch_size}), got {args.labeled_bs}")
     if not args.supervised_only and args.labeled_bs == args.batch_size:
-        raise SystemExit("--labeled_bs equals --batch_size: no unlabeled items per batch; "
+        raise ValueError("--labeled_bs equals --batch_size: no unlabeled items per batch; "
                          "use --supervised_only for labeled-only training")
-    for flag in ("max_iterations", "log_interval", "val_interval", "save_interval", "image_interval"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"--{flag} must be >= 1")
+    if not (math.isfinite(args.base_lr) and args.base_lr > 0):
+        raise ValueError(f"--base_lr must be a positive number, got {args.base_lr}")
+    if any(s < 1 for s in args.patch_size):
+        raise ValueError(f"--patch_size must be positive, got {' '.join(map(str, args.patch_size))}")
+    for flag in ("max_iterations", "log_interval", "val_interval", "save_interval", "image_interval", "sw_batch",
+                 "stride_xy", "stride_z", "val_batch", "lr_step"):
+        if getattr(args, flag, 1) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("val_start", "num_workers"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     return args
 
 
@@ -230,7 +262,7 @@ class Trainer:
         self.device = device or next(self.model.parameters()).device
         self.lr_at, self.validate, self.should_validate, self.image_fn = lr_at, validate, should_validate, image_fn
         self.validation_draws = validation_draws
-        self.stream = EpochStream(loader)
+        self.stream = EpochStream(loader, self.device)
         self.speed = setup_speed(args, self.model, self.device)  # before the optimiser: it holds the parameters
         self.optimizer = make_optimizer(self.model, args.base_lr)
         self.writer = SummaryWriter(os.path.join(snapshot, "log"))
@@ -238,34 +270,41 @@ class Trainer:
         self.best = float("-inf")
         self.best_iter = -1
         self.history: List[Dict[str, float]] = []
+        self.guard = FiniteGuard(self.device, method.log_keys)
+        self.saved_iter: Optional[int] = None  # iteration of the last good last.pth
 
     # ------------------------------------------------------------------ checkpoints
     @property
     def last_path(self) -> str:
         return os.path.join(self.snapshot, "last.pth")
 
+    def _weights(self) -> Dict[str, torch.Tensor]:
+        """The model's state_dict, refused (:class:`TrainingDiverged`) if anything in it is not finite."""
+        self.guard.check()
+        require_finite_weights(self.model, self.iter_num)
+        return self.model.state_dict()
+
     def save_last(self) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        state = {"model": self._weights(), "optimizer": self.optimizer.state_dict(),
                  "iter_num": self.iter_num, "best": self.best, "best_iter": self.best_iter,
-                 "method": self.method.state_dict(), "rng": rng_state(), "loader": self.stream.state_dict(),
+                 "method": self.method.state_dict(), "rng": rng_state(self.device),
+                 "loader": self.stream.state_dict(),
                  # with --zero_grad zero, a parameter that had a gradient keeps a zero one, and SGD moves it
                  # even in a step that leaves it unused: a resumed run must start with the same ones
                  "grad_present": [n for n, q in self.model.named_parameters() if q.grad is not None],
                  "config": vars(self.args)}
-        tmp = self.last_path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.last_path)  # never leave a half-written last.pth
+        save_checkpoint(state, self.last_path)
+        self.saved_iter = self.iter_num
 
-    def load_last(self) -> None:
-        if not os.path.isfile(self.last_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}; run without --resume to start, "
-                             "or check --exp/--labelnum/--model_root")
-        # Our own file, with numpy RNG state inside: not a weights-only checkpoint. Loaded on the CPU: the
-        # RNG states must stay CPU tensors; weights and optimiser state move to the parameters' device.
-        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
+    def load_last(self, state: Optional[Dict[str, Any]] = None) -> None:
+        """Restore the run from ``last.pth`` (``state``: its content, already read by
+        :func:`read_resume_state`; read here if None)."""
+        if state is None:
+            state = read_resume_state(self.last_path, self.args)
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.iter_num, self.best, self.best_iter = state["iter_num"], state["best"], state["best_iter"]
+        self.iter_num, self.best, self.best_iter = int(state["iter_num"]), float(state["best"]), int(state["best_iter"])
+        self.saved_iter = self.iter_num
         self.method.load_state_dict(state["method"], self.device)
         present = set(state.get("grad_present", ()))
         for name, q in self.model.named_parameters():
@@ -279,16 +318,56 @@ class Trainer:
         else:
             logging.warning("%s has no loader position (written by an older version): the data continue "
                             "with a new sampler epoch, not where the interrupted run was", self.last_path)
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
         logging.info("resumed from %s at iteration %d (best %.4f at %d)", self.last_path, self.iter_num,
                      self.best, self.best_iter)
 
     def save_best(self, score: float) -> None:
         name = self.args.model
-        weights = self.model.state_dict()
-        torch.save(weights, os.path.join(self.snapshot, f"iter_{self.iter_num}_dice_{round(score, 4)}.pth"))
-        torch.save(weights, os.path.join(self.snapshot, f"{name}_best_model.pth"))
+        weights = self._weights()
+        save_checkpoint(weights, os.path.join(self.snapshot, f"iter_{self.iter_num}_dice_{round(score, 4)}.pth"))
+        save_checkpoint(weights, os.path.join(self.snapshot, f"{name}_best_model.pth"))
         logging.info("iteration %d: new best %.4f, saved %s_best_model.pth", self.iter_num, score, name)
+
+    def save_final(self) -> None:
+        """The final iterate as a bare state_dict (``test_*.py --which last``)."""
+        save_checkpoint(self._weights(), os.path.join(self.snapshot, f"{self.args.model}_last_model.pth"))
+
+    def restore_final_files(self) -> None:
+        """``--resume`` of a finished run: write again the final files that are missing or cannot be
+        read (a kill or a full disk while they were written): ``<model>_last_model.pth`` from
+        ``last.pth``, ``<model>_best_model.pth`` from its ``iter_<best_iter>_dice_*.pth`` twin (or,
+        with ``--select last``, from ``last.pth``).
+
+        Raises:
+            CheckpointError: the best weights are in no intact file.
+        """
+        name = self.args.model
+        last_model = os.path.join(self.snapshot, f"{name}_last_model.pth")
+        if _intact(last_model) is None:
+            self.save_final()
+            logging.warning("re-created %s from %s (iteration %d)", last_model, self.last_path, self.iter_num)
+        best_model = os.path.join(self.snapshot, f"{name}_best_model.pth")
+        if _intact(best_model) is not None:
+            logging.info("the run finished at iteration %d; its final files are intact, nothing to do", self.iter_num)
+            return
+        if self.args.select == "last" and self.best_iter == self.iter_num:
+            weights: Optional[Dict[str, torch.Tensor]] = self._weights()
+            source = self.last_path
+        else:
+            import glob
+            weights, source = None, ""
+            for twin in sorted(glob.glob(os.path.join(glob.escape(self.snapshot), f"iter_{self.best_iter}_dice_*.pth"))):
+                weights, source = _intact(twin), twin
+                if weights is not None:
+                    break
+        if weights is None:
+            raise CheckpointError(
+                f"{best_model} is missing or damaged, and the best weights (iteration {self.best_iter}) are in no "
+                f"intact iter_{self.best_iter}_dice_*.pth file either: they cannot be re-created. The final iterate "
+                f"is in {last_model} (test it with --which last), or train again with --overwrite.")
+        save_checkpoint(weights, best_model)
+        logging.warning("re-created %s from %s (iteration %d)", best_model, source, self.best_iter)
 
     # ------------------------------------------------------------------ loop
     def set_lr(self, lr: float) -> None:
@@ -319,11 +398,32 @@ class Trainer:
                      self.best, self.best_iter, time.time() - t0)
 
     def train(self) -> Dict[str, Any]:
+        """Run the remaining iterations (all, or those after :meth:`load_last`); a run that had
+        already finished only re-creates its missing final files. Returns the run summary.
+
+        Raises:
+            TrainingDiverged: a non-finite loss or weights; nothing was written from them and the
+                message says which ``last.pth`` is the last good state.
+        """
+        try:
+            return self._train()
+        except TrainingDiverged as err:
+            kept = (f"{self.last_path} keeps iteration {self.saved_iter}, the last good state"
+                    if self.saved_iter is not None else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"{err}. Nothing was saved from the diverged weights; {kept}. Usual causes: a learning rate too "
+                "high (--base_lr), image values far outside the normalised range (check the data with "
+                "python code/check_data.py), or bf16 overflow (--amp none). Fix the cause, then run again with "
+                "--overwrite (or --resume from the last good state).") from None
+        finally:
+            self.writer.close()
+
+    def _train(self) -> Dict[str, Any]:
         from tqdm import tqdm
 
         args = self.args
-        if args.resume:
-            self.load_last()
+        if self.iter_num >= args.max_iterations:  # --resume of a finished run
+            self.restore_final_files()
         self.set_lr(self.lr_at(self.iter_num))
         pending: List[torch.Tensor] = []
         bar = tqdm(total=args.max_iterations, initial=self.iter_num, ncols=100, desc="train",
@@ -342,22 +442,24 @@ class Trainer:
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
             pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))
+            self.guard.watch(self.iter_num, out["loss"], pending[-1])
             n = self.iter_num
-            if n % args.log_interval == 0 or n == args.max_iterations:
+            final = n == args.max_iterations
+            if n % args.log_interval == 0 or final:
+                self.guard.check()
                 self.log(pending, bar)
                 pending = []
             if self.image_fn is not None and "probs" in out and n % args.image_interval == 0:
                 self.image_fn(self.writer, image, label, out["probs"], n)
-            final = n == args.max_iterations
             if self.should_validate(n) or final:
+                self.guard.check()
                 self.run_validation(final)
             if n % args.save_interval == 0 or final:
                 self.save_last()
-            if final:  # the final iterate as a bare state_dict: test_*.py --which last
-                torch.save(self.model.state_dict(), os.path.join(self.snapshot, f"{args.model}_last_model.pth"))
+            if final:
+                self.save_final()
             bar.update(1)
         bar.close()
-        self.writer.close()
         seconds = time.time() - t_start
         summary = {"iterations": self.iter_num, "best": self.best, "best_iter": self.best_iter,
                    "seconds": round(seconds, 1), "loader_wait_s": round(loader_wait, 2),
@@ -379,23 +481,54 @@ class Trainer:
                          if k in ("loss", "loss_dice", "loss_lds", "loss_cs_l")})
 
 
-def prepare_snapshot(args: argparse.Namespace, dataset: str) -> Tuple[str, torch.device]:
-    """Create the snapshot folder, log set-up, config.json; seed; pick the device."""
+def _intact(path: str) -> Optional[Dict[str, torch.Tensor]]:
+    """The state_dict in the checkpoint file ``path``, or None if it is missing, empty or damaged."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (any unreadable file counts as damaged)
+        return None
+    return state if isinstance(state, dict) and state else None
+
+
+def read_resume_state(path: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """Read the ``last.pth`` at ``path`` for ``--resume`` (tensors and plain values only: a file
+    that needs anything else is refused, so it cannot run code) and check that ``args`` continue
+    the same run.
+
+    Raises:
+        FileNotFoundError: no ``last.pth``.
+        CheckpointError: an empty, truncated, foreign or crafted file.
+        ValueError: run-defining flags differ from the stored ones (each named), or
+            ``--max_iterations`` is below the iterations done.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}; run without --resume to start, "
+                                "or check --exp/--labelnum/--model_root")
+    state = load_training_state(path, LAST_KEYS)
+    check_resume_flags(state["config"], vars(args), path, int(state["iter_num"]))
+    return state
+
+
+def setup_device(args: argparse.Namespace) -> torch.device:
+    """The run's device (``--device``), made current on CUDA; on the CPU, freed host memory kept
+    for reuse (``--keep_host_memory``). Raises RuntimeError for a CUDA device that is not there."""
     device = resolve_device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # kernels and caches of this run go to its GPU, never to GPU 0 as well
     if device.type == "cpu" and args.keep_host_memory:
         keep_freed_host_memory()
-    snapshot = snapshot_dir(args.model_root, dataset, args.exp, args.labelnum, args.model)
-    if os.path.isfile(os.path.join(snapshot, "last.pth")) and not args.resume:
-        logging.getLogger().warning("%s already holds a run; it will be overwritten (use --resume to continue)",
-                                    snapshot)
-    os.makedirs(snapshot, exist_ok=True)
-    setup_logging(snapshot)
-    seed_everything(args.seed, int(args.deterministic))
+    return device
+
+
+def write_config(args: argparse.Namespace, snapshot: str, device: torch.device, dataset: str) -> None:
+    """``<snapshot>/config.json``: the flags, the resolved device, torch's version and the dataset
+    (written once the run has started or resumed, through a temporary file)."""
     config = dict(vars(args), device_resolved=str(device), torch=torch.__version__, dataset=dataset)
-    with open(os.path.join(snapshot, "config.json"), "w") as f:
+    path = os.path.join(snapshot, "config.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
     logging.info("snapshot folder: %s", snapshot)
     logging.info("config: %s", json.dumps(config, sort_keys=True))
-    return snapshot, device

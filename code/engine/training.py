@@ -23,11 +23,15 @@ import torch
 from torch.utils.data import BatchSampler, SubsetRandomSampler
 
 from datasets import DatasetDescription
-from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed
+from dataloaders.h5io import check_files
+from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed, seed_everything
 from dataloaders.splits import read_list
 from methods import get_method
 from engine.inference import validate_acdc_volumes, validate_la_cases
-from engine.trainer import Trainer, add_common_args, finish_args, make_train_loader, prepare_snapshot
+from engine.run import setup_logging, snapshot_dir
+from engine.snapshot import check_output_folder, open_snapshot, refuse_existing_run
+from engine.trainer import (Trainer, add_common_args, finish_args, make_train_loader, read_resume_state,
+                            setup_device, write_config)
 from engine.visualize import add_slice_snapshot, add_volume_snapshot
 
 Validate = Callable[[torch.nn.Module], Tuple[float, Dict[str, float]]]
@@ -101,13 +105,42 @@ def build_parser(d: DatasetDescription, description: Optional[str] = None) -> ar
 
 def parse_args(d: DatasetDescription, argv: Optional[Sequence[str]] = None,
                description: Optional[str] = None) -> argparse.Namespace:
-    """Parse and check the training flags of ``d``."""
+    """Parse and check the training flags of ``d`` (every flag, before anything is read or written).
+
+    Raises:
+        SystemExit: with the message naming the bad flag (as argparse does).
+    """
     p = build_parser(d, description)
-    args = finish_args(p.parse_args(argv))
-    if len(args.patch_size) != d.spatial_dims:
-        example = " ".join(map(str, d.patch_size))
-        p.error(f"--patch_size takes {d.spatial_dims} numbers for {d.name}, e.g. {example}")
+    args = p.parse_args(argv)
+    try:
+        finish_args(args)
+        if len(args.patch_size) != d.spatial_dims:
+            example = " ".join(map(str, d.patch_size))
+            raise ValueError(f"--patch_size takes {d.spatial_dims} numbers for {d.name}, e.g. {example}")
+        if args.select == "val" and d.holdout_from_train and args.val_num < 1:
+            raise ValueError(f"--select val holds out the last --val_num training {d.item} for validation; "
+                             f"--val_num must be >= 1, got {args.val_num}")
+    except ValueError as err:
+        raise SystemExit(f"{p.prog}: error: {err}") from None
     return args
+
+
+def check_item_counts(args: argparse.Namespace, d: DatasetDescription, n_train: int) -> None:
+    """The flags that need the length of the training list (read, not decoded): ``--val_num``
+    with ``--select val`` and ``--labelnum``.
+
+    Raises:
+        ValueError: naming the flag, the list and how many items it has.
+    """
+    held = args.val_num if args.select == "val" and d.holdout_from_train else 0
+    if held >= n_train:
+        raise ValueError(f"--select val --val_num {args.val_num} would hold out every one of the {n_train} training "
+                         f"{d.item} of {d.train_list}; choose --val_num below {n_train}")
+    n_labeled = d.labeled_items(args.root_path, args.labelnum)
+    if n_labeled > n_train - held:
+        raise ValueError(f"--labelnum {args.labelnum} asks for {n_labeled} labeled training {d.item}, but "
+                         f"{d.train_list} has {n_train}" + (f", {held} of them held out by --val_num" if held else "")
+                         + f"; choose a smaller --labelnum")
 
 
 def build_loader(args: argparse.Namespace, d: DatasetDescription,
@@ -149,14 +182,38 @@ def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids:
 
 
 def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
-    """One training run of ``args.method`` on dataset ``d``; returns the run summary."""
-    train_ids = read_list(os.path.join(args.root_path, d.train_list))  # fails before any folder is made
-    snapshot, device = prepare_snapshot(args, d.name)
-    loader, held_out = build_loader(args, d)
-    method = get_method(args.method).from_args(args, d, d.num_classes, device)
-    validate = None
+    """One training run of ``args.method`` on dataset ``d``; returns the run summary.
+
+    Everything that can be checked is checked before the snapshot folder is written: the lists,
+    the flags against them, the output folder, an earlier run there (refused unless ``--resume``
+    or ``--overwrite``), ``last.pth`` and its flags on ``--resume``, every training file (decoded
+    and checked) and every validation volume.
+    """
+    setup_logging()  # stderr now; log.txt once the snapshot folder is opened
+    train_ids = read_list(os.path.join(args.root_path, d.train_list))
+    check_item_counts(args, d, len(train_ids))
+    snapshot = snapshot_dir(args.model_root, d.name, args.exp, args.labelnum, args.model)
+    check_output_folder(args.model_root, snapshot)
+    resume_state = None
+    if args.resume:
+        resume_state = read_resume_state(os.path.join(snapshot, "last.pth"), args)
+    else:
+        refuse_existing_run(snapshot, args.overwrite)
+    device = setup_device(args)
+    loader, held_out = build_loader(args, d, len(train_ids))  # decodes and checks the training data
+    names: List[str] = []
     if args.select != "last":
         names = validation_names(args, d, train_ids, held_out)
+        check_files([d.case_path(args.root_path, n) for n in names], d.num_classes, 3, progress=True,
+                    desc=f"check {args.select} data")
+    removed = open_snapshot(snapshot, clear=args.overwrite)
+    setup_logging(snapshot)
+    if removed:
+        logging.warning("--overwrite: deleted the earlier run in %s (%s)", snapshot, ", ".join(removed))
+    seed_everything(args.seed, int(args.deterministic))
+    method = get_method(args.method).from_args(args, d, d.num_classes, device)
+    validate = None
+    if names:
         logging.info("model selection on %d %s volumes%s", len(names), args.select,
                      " (the TEST set: released behaviour)" if args.select == "test" else "")
         validate = procedure(d).make(args, d, names)
@@ -174,6 +231,10 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
         validation_draws=draw_loader_base_seed if d.validation_draws else None,
         image_fn=lambda w, img, lab, probs, n: image_fn(w, img, lab, probs, n, args.labeled_bs),
         device=device)
+    if resume_state is not None:
+        trainer.load_last(resume_state)
+        del resume_state
+    write_config(args, snapshot, device, d.name)
     return trainer.train()
 
 
