@@ -241,3 +241,29 @@ def test_check_data_warns_about_images_far_outside_the_normalised_range(tiny_dat
     problems, _, notes = check_data("LA", str(root), any_size=True)
     assert not problems
     assert any(str(path) in n and "values up to 3e+38" in n for n in notes)
+
+
+def test_the_test_script_checks_every_test_volume_before_evaluating(tiny_data, tmp_path):
+    """A broken last test case stops test_la.py before the first case is evaluated (no results
+    folder, no checkpoint needed to see it)."""
+    import shutil
+
+    import h5py
+    import test_la
+    from networks.net_factory import net_factory
+    import torch
+
+    root = shutil.copytree(tiny_data("la", cases=5, seed=3, size=(40, 40, 24)), tmp_path / "la")
+    case = open(root / "test.list").read().split()[-1]
+    path = root / "2018LA_Seg_Training Set" / case / "mri_norm2.h5"
+    with h5py.File(path, "r") as f:
+        image, label = f["image"][()], f["label"][()]
+    with h5py.File(path, "w") as f:
+        f["image"] = image
+        f["label"] = (label * 5).astype(np.uint8)
+    ckpt = tmp_path / "VNet_best_model.pth"
+    torch.save(net_factory("VNet", 1, 2, "test", "cpu").state_dict(), ckpt)
+    with pytest.raises(ValueError, match=f"{case}.*label values"):
+        test_la.main(["--root_path", str(root), "--ckpt", str(ckpt), "--device", "cpu", "--out_dir",
+                      str(tmp_path / "out"), "--patch_size", "32", "32", "16", "--stride_xy", "16", "--stride_z", "16"])
+    assert not (tmp_path / "out").exists()

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from dataloaders.h5io import check_files
+from datasets import get_dataset
 from engine.evaluation import prepare_evaluation, run_evaluations
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
@@ -108,6 +110,8 @@ def run_test_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, d
     if check is not None:
         check(parser, args)
     cases = read_cases(os.path.join(args.root_path, "test.list"))
+    d = get_dataset(dataset)  # every test volume checked before the first is evaluated
+    check_files([d.case_path(args.root_path, c) for c in cases], d.num_classes, 3, desc="check test data")
 
     def run(model: torch.nn.Module, out_dir: str, extra_info: dict) -> dict:
         with logging_redirect_tqdm():  # log lines do not break the progress bar
