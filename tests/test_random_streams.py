@@ -227,6 +227,9 @@ class _AlternatingMethod:
             loss = loss + self.model.b(x).pow(2).mean()
         return {"loss": loss}
 
+    def prepare_step(self, image):
+        pass
+
     def after_step(self, iter_num):
         pass
 

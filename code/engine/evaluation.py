@@ -13,6 +13,7 @@ from methods import METHODS, get_method
 from networks.net_factory import resolve_device
 from engine.checkpoints import require_checkpoint
 from engine.inference import AMP_MODES, check_amp
+from engine.speed import set_tf32
 from engine.run import REPO_ROOT, add_log_file, device_from_flags, snapshot_dir
 from utils.metrics import EMPTY_POLICIES
 
@@ -49,6 +50,8 @@ def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpu", default=None, help="alias of --device: a GPU index N means cuda:N, the N-th VISIBLE "
                    "GPU (after CUDA_VISIBLE_DEVICES); an error if --device says otherwise")
+    p.add_argument("--tf32", type=int, choices=(0, 1), default=0,
+                   help="0 (faithful): IEEE fp32 convolutions on the GPU; 1: TensorFloat-32 (Ampere and later, faster)")
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="none: fp32 (faithful); bf16: forward passes under bfloat16 autocast (CUDA GPUs of compute "
                         "capability >= 8.0; also runs on the CPU), probabilities in float32")
@@ -70,6 +73,7 @@ def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace
     try:
         device = resolve_device(device_from_flags(args.device, args.gpu))
         check_amp(args.amp, device)
+        set_tf32(bool(args.tf32))
     except (ValueError, RuntimeError) as err:  # bad value, or CUDA asked for without a GPU
         parser.error(str(err))
     if args.sw_batch < 1:

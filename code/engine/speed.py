@@ -1,4 +1,5 @@
-"""Speed options of a run (all off in the faithful defaults): ``--amp bf16`` (bfloat16 autocast
+"""Speed options of a run (all off in the faithful defaults): ``--tf32 1`` (TensorFloat-32
+convolutions and matrix products on Ampere and later GPUs), ``--amp bf16`` (bfloat16 autocast
 around the method's forward passes and losses; the losses are float32, no GradScaler),
 ``--channels_last`` (NHWC / NDHWC memory format of the model and the inputs; ``auto`` = on for
 CUDA with ``--deterministic 0``), ``--compile`` (``torch.compile`` of the network)."""
@@ -71,6 +72,29 @@ def check_compile(device: torch.device) -> None:
                                "install one or drop --compile")
 
 
+def set_tf32(enabled: bool) -> dict:
+    """``--tf32``: let CUDA convolutions (cuDNN) and matrix products use TensorFloat-32 (Ampere and
+    later: 10-bit mantissa inputs, float32 accumulation) or keep them in IEEE float32.
+
+    PyTorch's own default lets cuDNN convolutions use TF32, so without this an A100/H100/H200 run is
+    not fp32; the published numbers came from a V100, which has no TF32. ``enabled=False`` (the
+    faithful default) asks for IEEE fp32 everywhere. No effect on the CPU or on GPUs before Ampere.
+    Returns the settings now in force (for the log and the run summary).
+    """
+    precision = "tf32" if enabled else "ieee"
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):  # torch >= 2.9
+        cudnn_conv.fp32_precision = precision
+        torch.backends.cudnn.rnn.fp32_precision = precision
+        torch.backends.cuda.matmul.fp32_precision = precision
+        return {"tf32": bool(enabled), "cudnn_conv": cudnn_conv.fp32_precision,
+                "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    return {"tf32": bool(enabled), "cudnn_conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",
+            "cuda_matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
+
+
 @dataclass
 class SpeedOptions:
     """The resolved speed flags of a run (see :func:`setup_speed`)."""
@@ -78,6 +102,7 @@ class SpeedOptions:
     amp: str = "none"
     channels_last: bool = False
     compiled: bool = False
+    tf32: bool = False
 
 
 def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device,
@@ -108,7 +133,10 @@ def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device
     if compiled:
         check_compile(device)
         model.compile()
-    options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled)
+    tf32 = bool(getattr(args, "tf32", 0))
+    set_tf32(tf32)
+    options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled, tf32=tf32)
     if options != SpeedOptions():
-        logging.info("speed options: amp %s, channels_last %s, compile %s", amp, channels_last, compiled)
+        logging.info("speed options: amp %s, channels_last %s, compile %s, tf32 %s", amp, channels_last, compiled,
+                     tf32)
     return options

@@ -120,6 +120,10 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
                         "start again; without it a folder holding a run is refused")
     p.add_argument("--model_root", default=os.path.join(REPO_ROOT, "model"), help="folder holding the snapshot folders")
     # Speed options (README "Speed options"); the defaults are the faithful fp32 run.
+    p.add_argument("--tf32", type=int, choices=(0, 1), default=0,
+                   help="0 (faithful): IEEE fp32 convolutions and matrix products on the GPU, as on the V100 of the "
+                        "published runs (PyTorch would otherwise let cuDNN use TF32 on A100/H100/H200); 1: TF32 "
+                        "(Ampere and later; faster, about 3 decimal digits in the convolution inputs)")
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="mixed precision: none (fp32, faithful default) or bf16 (bfloat16 autocast of the forward "
                         "passes in training and validation; losses in float32; meant for CUDA GPUs of compute "
@@ -220,6 +224,7 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, image: torch.Te
             it. ``"none"`` sets them to None (PyTorch >= 2.0's default), and SGD
             skips such a parameter.
     """
+    method.prepare_step(image)  # host work of the step (the VAT noise on CUDA) while the device is busy
     if channels_last:
         image = to_channels_last(image)
     with amp_autocast(image.device, amp):
@@ -464,7 +469,7 @@ class Trainer:
         summary = {"iterations": self.iter_num, "best": self.best, "best_iter": self.best_iter,
                    "seconds": round(seconds, 1), "loader_wait_s": round(loader_wait, 2),
                    "loader_wait_share": round(loader_wait / seconds, 4) if seconds > 0 else 0.0,
-                   "snapshot": self.snapshot}
+                   "tf32": self.speed.tf32, "amp": self.speed.amp, "snapshot": self.snapshot}
         logging.info("training finished: %s", json.dumps(summary))
         return summary
 

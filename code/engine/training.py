@@ -27,6 +27,7 @@ from dataloaders.h5io import check_files
 from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed, seed_everything
 from dataloaders.splits import read_list
 from methods import get_method
+from networks.net_factory import cuda_nondeterministic_ops
 from engine.inference import validate_acdc_volumes, validate_la_cases
 from engine.run import setup_logging, snapshot_dir
 from engine.snapshot import check_output_folder, open_snapshot, refuse_existing_run
@@ -120,9 +121,30 @@ def parse_args(d: DatasetDescription, argv: Optional[Sequence[str]] = None,
         if args.select == "val" and d.holdout_from_train and args.val_num < 1:
             raise ValueError(f"--select val holds out the last --val_num training {d.item} for validation; "
                              f"--val_num must be >= 1, got {args.val_num}")
+        blockers = cuda_determinism_blockers(args, d)
+        if blockers:
+            raise ValueError(
+                f"--deterministic 2 on CUDA: --method {args.method} on {d.name} uses {', '.join(blockers)}, which "
+                "has no deterministic CUDA kernel, so the run would stop at its first step. Use --deterministic 1 (the "
+                "released setting: cuDNN deterministic; those kernels add in varying order, so two runs differ in "
+                "the last bits) or --device cpu (repeatable).")
     except ValueError as err:
         raise SystemExit(f"{p.prog}: error: {err}") from None
     return args
+
+
+def cuda_determinism_blockers(args: argparse.Namespace, d: DatasetDescription) -> List[str]:
+    """With ``--deterministic 2`` on a CUDA device (``auto`` where a GPU is visible): the operations
+    of the method's network and trained losses that have no deterministic CUDA kernel (empty
+    otherwise, and on the CPU). The network is built on the ``meta`` device: no memory, no
+    random draws."""
+    cuda = str(args.device).startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if int(args.deterministic) < 2 or not cuda:
+        return []
+    method = get_method(args.method)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = method.build_model(d, d.num_classes, "train", "meta", model=args.model)
+    return cuda_nondeterministic_ops(model) + list(method.cuda_nondeterministic)
 
 
 def check_item_counts(args: argparse.Namespace, d: DatasetDescription, n_train: int) -> None:

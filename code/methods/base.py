@@ -41,7 +41,15 @@ class Method(abc.ABC):
     #: display name, the default ``--exp`` (snapshot folder ``<dataset>_<name>_<n>_labeled``)
     name: str = "Method"
     log_keys: Tuple[str, ...] = ("loss",)
+    #: operations of this method's trained losses (not its networks, which
+    #: :func:`networks.net_factory.cuda_nondeterministic_ops` inspects) that have no
+    #: deterministic CUDA kernel, e.g. the spatial cross-entropy's ``nll_loss2d``
+    cuda_nondeterministic: Tuple[str, ...] = ()
     model: nn.Module
+
+    def prepare_step(self, image: torch.Tensor) -> None:
+        """Host work for the coming :meth:`step` that may run before it starts, while the device
+        is still busy with the previous iteration (nothing by default)."""
 
     @classmethod
     def add_args(cls, parser: "argparse._ActionsContainer", dataset: DatasetDescription) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from methods.common import Baseline, sq_dice_loss
 from methods.sdf import DTC_K, sdf_target, sdf_to_mask
-from utils.losses import cross_entropy_loss
+from utils.losses import logged_cross_entropy
 
 
 def dual_task_consistency(sdf: torch.Tensor, probs: torch.Tensor, k: float = DTC_K) -> torch.Tensor:
@@ -70,7 +70,7 @@ class DTC(Baseline):
         out: Dict[str, torch.Tensor] = {}
         out["loss_sdf"] = F.mse_loss(sdf[:lbs], sdf_target(labels, sdf.shape[1]))
         out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
-        out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels).detach()  # logged, not optimised (released)
+        out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised (released)
         out["loss_consistency"] = dual_task_consistency(sdf, probs)
         w = self.weight(iter_num)
         out["loss"] = out["loss_dice"] + self.beta * out["loss_sdf"] + w * out["loss_consistency"]

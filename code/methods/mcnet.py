@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.common import Baseline
-from utils.losses import binary_dice_loss, cross_entropy_loss, one_hot, soft_dice_loss
+from utils.losses import binary_dice_loss, logged_cross_entropy, one_hot, soft_dice_loss
 
 DICE_FORMS = ("released", "factor2")
 
@@ -129,7 +129,7 @@ class MCNet(Baseline):
         labels = label[:lbs]
         out: Dict[str, torch.Tensor] = {}
         out["loss_dice"] = sum(self.supervised_dice(p[:lbs], labels) for p in probs)
-        out["loss_ce"] = sum(cross_entropy_loss(o[:lbs], labels) for o in outputs).detach()  # logged only
+        out["loss_ce"] = sum(logged_cross_entropy(o[:lbs], labels) for o in outputs)  # logged only
         out["loss_consistency"] = mutual_consistency(probs, self.temperature)
         w = self.weight(iter_num)
         out["loss"] = self.seg_weight * out["loss_dice"] + w * out["loss_consistency"]

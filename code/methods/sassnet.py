@@ -37,7 +37,7 @@ from datasets import get_dataset
 from methods.common import Baseline, sq_dice_loss
 from methods.sdf import sdf_target
 from networks.discriminator import FC3DDiscriminator, FCDiscriminator
-from utils.losses import cross_entropy_loss
+from utils.losses import logged_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class SASSNet(Baseline):
         out: Dict[str, torch.Tensor] = {}
         out["loss_sdf"] = F.mse_loss(sdf[:lbs], gt_sdf)
         out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
-        out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels).detach()  # logged, not optimised (released)
+        out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised (released)
         d_out = self.discriminator(sdf[lbs:], image[lbs:])
         out["loss_adv"] = F.cross_entropy(d_out, torch.ones(d_out.shape[0], dtype=torch.long, device=d_out.device))
         w = self.weight(iter_num)

@@ -26,10 +26,10 @@ from torch import nn
 from datasets import DatasetDescription, get_dataset
 from methods.base import Method
 from networks.net_factory import net_factory
-from utils.losses import binary_dice_loss, cross_entropy_loss, DiceLoss
+from utils.losses import binary_dice_loss, logged_cross_entropy, DiceLoss
 from utils.ramps import consistency_weight
 from utils.separation import PrototypeMemory, separation_step
-from utils.vat import VATLoss
+from utils.vat import VATLoss, uniform_noise
 
 
 def rms_scaled_magnitude(magnitude: float, patch: List[int], released_patch: List[int]) -> float:
@@ -94,6 +94,11 @@ class SSNet(Method):
         self.memory_weighting = memory_weighting
         self.memory = PrototypeMemory(num_classes, per_class=32, keep=prototype_keep)
         self.multiclass_dice = DiceLoss(num_classes) if data.dice == "classes" else None
+        #: draw the VAT noise in :meth:`prepare_step`, before the step's forward passes are queued:
+        #: the same draw in the same order of the CPU generator wherever the forward draws nothing
+        #: from it, i.e. on CUDA (dropout masks come from the CUDA generator), the default there
+        self.predraw_noise = next(model.parameters()).device.type == "cuda"
+        self._noise: Optional[torch.Tensor] = None
 
     @classmethod
     def add_args(cls, parser: Any, dataset: DatasetDescription) -> None:
@@ -150,6 +155,13 @@ class SSNet(Method):
                    supervised_only=args.supervised_only, consistency=args.consistency,
                    consistency_rampup=args.consistency_rampup, magnitude=args.magnitude,
                    prototype_keep=args.prototype_keep, memory_weighting=args.memory_weighting)
+    def prepare_step(self, image: torch.Tensor) -> None:
+        """With :attr:`predraw_noise`: the VAT noise of the coming step, drawn now (about 4 M numbers
+        for an LA batch, tens of ms of host work, done while the GPU still runs the previous
+        iteration instead of between the step's forward passes)."""
+        if self.predraw_noise and self.vat is not None and not self.supervised_only:
+            self._noise = uniform_noise(image.shape, image.device)
+
     def supervised_loss(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Soft Dice of the labeled part: probs (L, C, *S), labels (L, *S)."""
         if self.multiclass_dice is None:
@@ -181,10 +193,11 @@ class SSNet(Method):
                 features, probs, labels, lbs, self.memory, heads=model, memory_weighting=self.memory_weighting)
         else:
             out["loss_cs_l"] = out["loss_cs_u"] = zero
-        out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels).detach()  # logged, not optimised
+        out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised
         out["loss_dice"] = self.supervised_loss(probs[:lbs], labels)
         if self.vat is not None and not self.supervised_only:
-            out["loss_lds"] = self.vat(model, image)
+            noise, self._noise = self._noise, None
+            out["loss_lds"] = self.vat(model, image, noise)
         else:
             out["loss_lds"] = zero
         w = 0.0 if self.supervised_only else self.weight(iter_num)

@@ -92,6 +92,7 @@ class UAMT(Baseline):
 
     key = "uamt"
     name = "UAMT"
+    cuda_nondeterministic = ("nll_loss2d_forward (the supervised cross-entropy, which is trained)",)
     log_keys = ("loss", "loss_ce", "loss_dice", "loss_consistency", "consistency_weight", "threshold",
                 "mask_fraction")
 

@@ -51,6 +51,7 @@ class URPC(Baseline):
 
     key = "urpc"
     name = "URPC"
+    cuda_nondeterministic = ("nll_loss2d_forward (the supervised cross-entropy, which is trained)",)
     log_keys = ("loss", "loss_ce", "loss_dice", "loss_consistency", "consistency_weight")
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:

@@ -78,3 +78,35 @@ def net_factory(net_type: str = "unet", in_chns: int = 1, class_num: int = 4, mo
     else:
         net = UNet(in_chns=in_chns, class_num=class_num, with_heads=with_heads)
     return net.to(resolve_device(device))
+
+
+#: module types whose CUDA kernels (forward or backward) have no deterministic implementation, so
+#: ``torch.use_deterministic_algorithms(True)`` stops a training step that uses them (PyTorch's
+#: list; the interpolating ``nn.Upsample`` modes are checked separately)
+_CUDA_NONDETERMINISTIC_MODULES = {
+    nn.MaxPool3d: "max_pool3d_with_indices_backward (nn.MaxPool3d)",
+    nn.AvgPool3d: "avg_pool3d_backward (nn.AvgPool3d)",
+    nn.AdaptiveAvgPool2d: "adaptive_avg_pool2d_backward (nn.AdaptiveAvgPool2d)",
+    nn.AdaptiveAvgPool3d: "adaptive_avg_pool3d_backward (nn.AdaptiveAvgPool3d)",
+    nn.AdaptiveMaxPool2d: "adaptive_max_pool2d_backward (nn.AdaptiveMaxPool2d)",
+    nn.FractionalMaxPool2d: "fractional_max_pool2d_backward (nn.FractionalMaxPool2d)",
+    nn.FractionalMaxPool3d: "fractional_max_pool3d_backward (nn.FractionalMaxPool3d)",
+    nn.ReflectionPad3d: "reflection_pad3d_backward (nn.ReflectionPad3d)",
+    nn.EmbeddingBag: "embedding_bag (nn.EmbeddingBag)",
+}
+_INTERPOLATING = {"linear": "upsample_linear1d", "bilinear": "upsample_bilinear2d",
+                  "bicubic": "upsample_bicubic2d", "trilinear": "upsample_trilinear3d"}
+
+
+def cuda_nondeterministic_ops(model: nn.Module) -> list:
+    """The operations of ``model``'s modules that have no deterministic CUDA kernel in training
+    (one entry per kind, e.g. ``"upsample_bilinear2d_backward (nn.Upsample, bilinear)"``); empty
+    when every module is fine. Functional calls inside ``forward`` are not seen."""
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.Upsample) and module.mode in _INTERPOLATING:
+            found.append(f"{_INTERPOLATING[module.mode]}_backward (nn.Upsample, {module.mode})")
+        for kind, op in _CUDA_NONDETERMINISTIC_MODULES.items():
+            if isinstance(module, kind):
+                found.append(op)
+    return sorted(set(found))

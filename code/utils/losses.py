@@ -27,6 +27,7 @@ __all__ = [
     "soft_dice_loss",
     "one_hot",
     "cross_entropy_loss",
+    "logged_cross_entropy",
     "BinaryDiceLoss",
     "DiceLoss",
 ]
@@ -140,6 +141,30 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
             "expected (B, *spatial) integer labels."
         )
     return F.cross_entropy(logits.float(), labels.long())
+
+
+def logged_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`cross_entropy_loss` for logging only: ``-mean(log softmax(logits)[label])`` without a
+    gradient, through ``log_softmax`` and ``gather`` instead of an NLL kernel.
+
+    Same value to float rounding; the point is the kernel: CUDA's spatial NLL loss
+    (``nll_loss2d``) has no deterministic implementation, so a value that is only
+    logged must not need it under ``torch.use_deterministic_algorithms(True)``.
+
+    Args:
+        logits: (B, C, *spatial) raw network outputs.
+        labels: (B, *spatial) or (B, 1, *spatial) integer class indices.
+    """
+    if labels.dim() == logits.dim() and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(
+            f"logged_cross_entropy: labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}; "
+            "expected (B, *spatial) integer labels."
+        )
+    with torch.no_grad():
+        log_p = F.log_softmax(logits.detach().float(), dim=1)
+        return -log_p.gather(1, labels.long().unsqueeze(1)).mean()
 
 
 class BinaryDiceLoss(nn.Module):

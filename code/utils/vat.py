@@ -19,7 +19,7 @@ Copy-ready: imports only torch and the standard library; works for 2D
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -142,7 +142,8 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float = 10.0,
-            ip: int = 1, distance: str = "dice") -> Tuple[torch.Tensor, torch.Tensor]:
+            ip: int = 1, distance: str = "dice", noise: Optional[torch.Tensor] = None
+            ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Local distributional smoothness loss and its adversarial perturbation.
 
     Order of work (as in the released SS-Net code, so values and random draws
@@ -160,6 +161,11 @@ def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float 
         model: returns logits (B, C, *spatial) or a tuple whose first item is the logits.
         x: (B, C_in, *spatial) input batch.
         xi, epsilon, ip, distance: see :class:`VATLoss`.
+        noise: the draw of step (2), made earlier by the caller with
+            :func:`uniform_noise` (x's shape, on x's device); None draws it here.
+            Drawing it ahead changes nothing as long as nothing else draws from
+            the CPU generator in between (on CUDA the forward's dropout masks
+            come from the CUDA generator), and takes the draw off the critical path.
 
     Returns:
         ``(lds, r_adv)``: the float32 scalar loss and the perturbation (x's shape,
@@ -168,7 +174,11 @@ def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float 
     with torch.no_grad():
         p = F.softmax(_first_output(model(x)).float(), dim=1)
 
-    d = l2_normalize(uniform_noise(x.shape, x.device))
+    if noise is None:
+        noise = uniform_noise(x.shape, x.device)
+    elif noise.shape != x.shape:
+        raise ValueError(f"vat_lds: noise of shape {tuple(noise.shape)} for an input of shape {tuple(x.shape)}")
+    d = l2_normalize(noise)
 
     with frozen_bn_stats(model):
         for _ in range(ip):
@@ -217,9 +227,9 @@ class VATLoss(nn.Module):
         self.ip = int(ip)
         self.distance = distance
 
-    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Return the float32 scalar L_lds for the batch x (B, C_in, *spatial)."""
-        lds, _ = vat_lds(model, x, self.xi, self.epsilon, self.ip, self.distance)
+    def forward(self, model: nn.Module, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Return the float32 scalar L_lds for the batch x (B, C_in, *spatial) (``noise``: see :func:`vat_lds`)."""
+        lds, _ = vat_lds(model, x, self.xi, self.epsilon, self.ip, self.distance, noise)
         return lds
 
     def extra_repr(self) -> str:
