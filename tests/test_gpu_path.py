@@ -140,3 +140,70 @@ def test_vat_noise_is_drawn_inside_the_step_on_the_cpu():
     assert method.predraw_noise is False
     method.prepare_step(torch.zeros(2, 1, 16, 16, 16))
     assert method._noise is None
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """Items whose values depend on the worker's random streams (as augmentation does)."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        import random
+
+        import numpy as np
+        return torch.tensor([float(i), random.random(), float(np.random.rand()), torch.rand(()).item()])
+
+
+def _stream_run(early, workers, resume_at=None):
+    """12 iterations of (take a batch, a CPU-generator draw standing for the VAT noise): with
+    ``early``, the next epoch starts right after that draw when the epoch is used up, as the
+    trainer does on CUDA. ``resume_at``: save there and continue in a new stream."""
+    from dataloaders.epoch_loader import make_loader
+    from dataloaders.sampler import TwoStreamBatchSampler, seed_everything
+    from engine.stream import EpochStream, rng_state, set_rng_state
+
+    def new_stream():
+        sampler = TwoStreamBatchSampler([0, 1, 2, 3], [4, 5], 3, 1)  # 2 batches an epoch
+        return EpochStream(make_loader("reseed", _Augmented(), sampler, workers, None, False))
+
+    seed_everything(5)
+    stream, seen = new_stream(), []
+    for it in range(12):
+        if it == resume_at:
+            state, rng = stream.state_dict(), rng_state()
+            stream.loader.close() if hasattr(stream.loader, "close") else None
+            stream = new_stream()
+            stream.load_state_dict(state)
+            set_rng_state(rng)
+        batch = next(stream)
+        seen.append((batch, torch.rand(3)))
+        if early and stream.exhausted and it < 11:  # as the trainer: not after the last iteration
+            stream.start_next_epoch()
+    return seen, torch.get_rng_state()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_starting_the_next_epoch_early_gives_the_same_batches_and_streams(workers):
+    base, base_rng = _stream_run(False, workers)
+    for resume_at in (None, 4, 5):
+        early, early_rng = _stream_run(True, workers, resume_at)
+        assert torch.equal(base_rng, early_rng)
+        for (b1, n1), (b2, n2) in zip(base, early):
+            assert torch.equal(b1, b2) and torch.equal(n1, n2)
+
+
+def test_the_trainer_starts_an_epoch_early_only_where_nothing_draws_in_between():
+    from engine.trainer import Trainer
+
+    class Stream:
+        exhausted = True
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.stream, trainer.validation_draws = Stream(), (lambda: None)
+    trainer.args = type("A", (), {"max_iterations": 10})()
+    trainer.should_validate = lambda n: n % 4 == 0
+    trainer.method = type("M", (), {"step_uses_cpu_generator": False})()
+    assert [n for n in range(1, 11) if trainer._may_start_next_epoch(n)] == [1, 2, 3, 5, 6, 7, 9]
+    trainer.method.step_uses_cpu_generator = True  # e.g. SS-Net on the CPU: dropout draws from it
+    assert not any(trainer._may_start_next_epoch(n) for n in range(1, 11))

@@ -141,6 +141,20 @@ class EpochStream:
         self.taken += 1
         return batch
 
+    @property
+    def exhausted(self) -> bool:
+        """The current epoch's last batch has been taken (the next :func:`next` starts a new epoch)."""
+        try:
+            return self._iterator is not None and self.taken >= len(self.loader)
+        except TypeError:  # a loader without a length
+            return False
+
+    def start_next_epoch(self) -> None:
+        """Start the next epoch's iterator now (its base-seed and sampler draws happen here), so
+        that its workers load while the current step runs. Only where nothing draws from the
+        global generators between this call and the next :func:`next` (see ``engine.trainer``)."""
+        self._new_epoch()
+
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch_rng": self.epoch_rng, "taken": self.taken}
 

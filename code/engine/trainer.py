@@ -204,7 +204,7 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def train_step(method: Method, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
                iter_num: int, amp: str = "none", channels_last: bool = False,
-               zero_grad: str = "zero") -> Dict[str, torch.Tensor]:
+               zero_grad: str = "zero", prepared: bool = False) -> Dict[str, torch.Tensor]:
     """One training iteration: the method's losses, backward, optimiser step,
     the method's after-step work. ``iter_num`` iterations are done before it.
     (code/benchmark.py times exactly this function.)
@@ -223,8 +223,10 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, image: torch.Te
             a zero gradient, and SGD still applies momentum and weight decay to
             it. ``"none"`` sets them to None (PyTorch >= 2.0's default), and SGD
             skips such a parameter.
+        prepared: the caller already ran ``method.prepare_step(image)``.
     """
-    method.prepare_step(image)  # host work of the step (the VAT noise on CUDA) while the device is busy
+    if not prepared:
+        method.prepare_step(image)  # host work of the step (the VAT noise on CUDA) while the device is busy
     if channels_last:
         image = to_channels_last(image)
     with amp_autocast(image.device, amp):
@@ -441,9 +443,12 @@ class Trainer:
             loader_wait += time.perf_counter() - t_wait
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True).long()
+            self.method.prepare_step(image)
+            if self._may_start_next_epoch(self.iter_num + 1):
+                self.stream.start_next_epoch()  # its workers load while this step runs
             out = train_step(self.method, self.optimizer, image, label, self.iter_num, amp=self.speed.amp,
                              channels_last=self.speed.channels_last,
-                             zero_grad=getattr(args, "zero_grad", "zero"))
+                             zero_grad=getattr(args, "zero_grad", "zero"), prepared=True)
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
             pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))
@@ -472,6 +477,15 @@ class Trainer:
                    "tf32": self.speed.tf32, "amp": self.speed.amp, "snapshot": self.snapshot}
         logging.info("training finished: %s", json.dumps(summary))
         return summary
+
+    def _may_start_next_epoch(self, n: int) -> bool:
+        """Whether the next sampler epoch may start before iteration ``n`` runs, with the batches and
+        random streams of the released loop unchanged: the current epoch is used up, ``n`` is not
+        the last iteration, nothing in the step draws from the CPU generators after
+        :meth:`Method.prepare_step` (SS-Net on CUDA), and no validation draw (ACDC) comes at ``n``.
+        The released loop draws the epoch's base seed after step ``n``; nothing draws in between."""
+        return (self.stream.exhausted and n < self.args.max_iterations and not self.method.step_uses_cpu_generator
+                and not (self.validation_draws is not None and self.should_validate(n)))
 
     def log(self, pending: List[torch.Tensor], bar: Any) -> None:
         """One host sync for ``log_interval`` iterations: the mean of each term."""

@@ -47,6 +47,11 @@ class Method(abc.ABC):
     cuda_nondeterministic: Tuple[str, ...] = ()
     model: nn.Module
 
+    #: the rest of a step, after :meth:`prepare_step`, may draw from the global CPU generators
+    #: (e.g. dropout on the CPU); False lets the trainer start the next sampler epoch, whose
+    #: loader draws its workers' base seed, before the step instead of after it
+    step_uses_cpu_generator: bool = True
+
     def prepare_step(self, image: torch.Tensor) -> None:
         """Host work for the coming :meth:`step` that may run before it starts, while the device
         is still busy with the previous iteration (nothing by default)."""

@@ -155,6 +155,12 @@ class SSNet(Method):
                    supervised_only=args.supervised_only, consistency=args.consistency,
                    consistency_rampup=args.consistency_rampup, magnitude=args.magnitude,
                    prototype_keep=args.prototype_keep, memory_weighting=args.memory_weighting)
+    @property
+    def step_uses_cpu_generator(self) -> bool:  # type: ignore[override]
+        """On CUDA (:attr:`predraw_noise`) the step draws only from the CUDA generator once the
+        noise is drawn."""
+        return not self.predraw_noise
+
     def prepare_step(self, image: torch.Tensor) -> None:
         """With :attr:`predraw_noise`: the VAT noise of the coming step, drawn now (about 4 M numbers
         for an LA batch, tens of ms of host work, done while the GPU still runs the previous
