@@ -182,10 +182,10 @@ class SSNet(Method):
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
         """Losses of one iteration. image (B, 1, *S), label (B, *S) with the
         labeled items first. Returns a dict of scalar tensors; ``"loss"`` is
-        the one to back-propagate. Host synchronisations: those of
-        :func:`utils.separation.separation_step` (the data-dependent candidate
-        selection and the class counts of the memory update and of each loss);
-        the VAT noise goes to a GPU by a non-blocking copy from pinned memory."""
+        the one to back-propagate. Host synchronisations: one, in
+        :func:`utils.separation.separation_step` (every group size of the memory
+        update and of both losses, read at once); the VAT noise goes to a GPU by a
+        non-blocking copy from pinned memory (drawn in :meth:`prepare_step` on CUDA)."""
         model = self.model
         model.train()
         logits, features = model(image)

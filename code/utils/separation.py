@@ -25,7 +25,10 @@ class:
 
 Copy-ready: imports only torch and the standard library; no device is
 hard-coded; :func:`separation_step` takes (B, C, *spatial) maps with 1
-(point sets), 2 or 3 spatial dims.
+(point sets), 2 or 3 spatial dims. One :func:`separation_step` makes exactly
+ONE host-device synchronisation. Under ``torch.autocast`` (e.g. bfloat16) the
+memory is stored in float32 and the loss is computed in float32; only the
+projection and prediction heads run in the autocast dtype.
 """
 from __future__ import annotations
 
@@ -49,6 +52,41 @@ def _check_labels(labels: torch.Tensor, name: str) -> torch.Tensor:
     return labels.long()
 
 
+def _outside_error(count: int, num_classes: int) -> ValueError:
+    """The error for ``count`` labels outside ``0..num_classes-1``."""
+    return ValueError(
+        f"split_by_class: {count} labels lie outside 0..{num_classes - 1}; "
+        "check the label maps (ignore values such as 255 are not supported) or num_classes."
+    )
+
+
+def _class_order(labels: torch.Tensor, num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Device-side grouping of ``labels`` (N,) by class, without a host synchronisation.
+
+    ``key = labels`` where ``0 <= labels < C``, else ``C``; ``order`` is the STABLE
+    argsort of ``key`` (so within a class the rows keep their original order) and
+    ``counts[k] = #{i : key_i = k}`` for ``k = 0..C`` (found by ``searchsorted`` on the
+    sorted keys; ``torch.bincount`` would read the maximum to the host on CUDA).
+
+    Returns:
+        ``(order, counts)``: (N,) int64 and (C + 1,) int64, both on ``labels``' device;
+        ``counts[C]`` is the number of out-of-range labels.
+    """
+    key = torch.where((labels >= 0) & (labels < num_classes), labels, torch.full_like(labels, num_classes))
+    return _sorted_counts(key, num_classes + 1)
+
+
+def _sorted_counts(key: torch.Tensor, bins: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Stable argsort of ``key`` (N,) with values in ``0..bins-1`` and the count of each value.
+
+    Returns:
+        ``(order, counts)``: (N,) and (bins,) int64 on ``key``'s device; no host synchronisation.
+    """
+    sorted_key, order = torch.sort(key, stable=True)
+    edges = torch.searchsorted(sorted_key, torch.arange(bins + 1, device=key.device, dtype=key.dtype))
+    return order, edges.diff()
+
+
 def split_by_class(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> List[torch.Tensor]:
     """Split the rows of ``features`` (N, D) by ``labels`` (N,) into ``num_classes`` groups.
 
@@ -56,22 +94,17 @@ def split_by_class(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     tensor as ``features[labels == c]``). Uses one stable sort and ONE host
     synchronisation for all classes (the group sizes decide tensor shapes, so
     they must be known on the host), instead of one per class.
+    (:func:`separation_step` does not call it: it reads the sizes of all its
+    groupings in a single synchronisation.)
 
     Raises:
         ValueError: if a label lies outside ``0..num_classes-1``.
     """
     labels = _check_labels(labels, "split_by_class")
-    device = labels.device
-    valid = (labels >= 0) & (labels < num_classes)
-    key = torch.where(valid, labels, torch.full_like(labels, num_classes))
-    order = torch.argsort(key, stable=True)
-    edges = torch.searchsorted(key[order], torch.arange(num_classes + 2, device=device, dtype=key.dtype))
-    counts = edges.diff().tolist()  # the one host synchronisation (group sizes)
+    order, counts_device = _class_order(labels, num_classes)
+    counts = counts_device.tolist()  # the one host synchronisation (group sizes)
     if counts[num_classes] > 0:
-        raise ValueError(
-            f"split_by_class: {counts[num_classes]} labels lie outside 0..{num_classes - 1}; "
-            "check the label maps (ignore values such as 255 are not supported) or num_classes."
-        )
+        raise _outside_error(counts[num_classes], num_classes)
     return list(torch.split(features[order], counts[:num_classes]))
 
 
@@ -87,8 +120,23 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 if it is a reduced-precision float (bfloat16, float16), else unchanged.
+
+    Exact (every bfloat16 / float16 value is a float32 value); returns ``tensor``
+    itself for float32 and float64, so float32 code paths are untouched.
+    """
+    if tensor.is_floating_point() and tensor.element_size() < 4:
+        return tensor.float()
+    return tensor
+
+
 def _float32_region(device: torch.device) -> contextlib.AbstractContextManager:
-    """A block where autocast is off, so matrix products run in float32."""
+    """A block where autocast is off, so the ops in it run in their inputs' dtype.
+
+    It does not cast tensors made outside it: inputs must be cast with ``.float()``
+    (a no-op for float32 tensors) to be computed in float32.
+    """
     try:
         return torch.autocast(device_type=device.type, enabled=False)
     except (RuntimeError, ValueError):  # device type without autocast support
@@ -115,7 +163,9 @@ class PrototypeMemory:
 
     Attributes:
         memory: list of C entries, each None (never filled) or a detached
-            (n_c, D) tensor on the features' device, 1 <= n_c <= K.
+            (n_c, D) tensor on the features' device, 1 <= n_c <= K, stored in
+            float32 when the features come in bfloat16 / float16 (e.g. from heads
+            run under ``torch.autocast``; float64 features are kept in float64).
 
     Raises:
         ValueError: for ``num_classes < 1``, ``per_class < 1`` or an unknown ``keep``.
@@ -140,6 +190,9 @@ class PrototypeMemory:
     def load_state_dict(self, state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
         """Restore a :meth:`state_dict`, moving the tensors to ``device`` when given.
 
+        bfloat16 / float16 entries (a checkpoint of a mixed-precision run before the
+        memory was kept in float32) are restored in float32 (exactly).
+
         Raises:
             ValueError: unless ``state["memory"]`` has one entry per class, each None
                 or an (n_c, D) tensor with 1 <= n_c <= ``per_class``.
@@ -154,19 +207,23 @@ class PrototypeMemory:
                 shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
                 raise ValueError(f"PrototypeMemory.load_state_dict: class {c} holds {shape}, need None or "
                                  f"(n, D) with 1 <= n <= {self.per_class}.")
+        memory = [m if m is None else _at_least_float32(m) for m in memory]
         self.memory = [m if m is None or device is None else m.to(device) for m in memory]
 
     def update(self, features: torch.Tensor, labels: torch.Tensor, selectors: Sequence[nn.Module]) -> None:
         """Store the vectors of each class present in ``labels``.
 
         Args:
-            features: (N, D) projected candidate vectors (detached internally).
+            features: (N, D) projected candidate vectors (detached internally; stored
+                in float32 if they are bfloat16 / float16).
             labels: (N,) integer class of each vector.
             selectors: indexable by class; ``selectors[c]`` maps (n, D) -> (n, 1)
                 scores (SS-Net: ``contrastive_class_selector_<c>``). It is called,
-                without gradient and in its current mode, only for classes with more
-                than ``per_class`` vectors (as in the released code; in train mode
-                its BatchNorm running statistics are updated by that call).
+                without gradient, in float32 and in its current mode, only for classes
+                with more than ``per_class`` vectors (as in the released code; in train
+                mode its BatchNorm running statistics are updated by that call).
+
+        One host synchronisation (the class sizes, :func:`split_by_class`).
 
         Raises:
             ValueError: on mismatched shapes, too few selectors, or out-of-range labels.
@@ -176,12 +233,18 @@ class PrototypeMemory:
                 f"PrototypeMemory.update: features must be (N, D) and labels (N,), got "
                 f"{tuple(features.shape)} and {tuple(labels.shape)}."
             )
+        self._check_selectors(selectors)
+        features = _at_least_float32(features.detach())
+        self._store(split_by_class(features, labels, self.num_classes), selectors)
+
+    def _check_selectors(self, selectors: Sequence[nn.Module]) -> None:
         if len(selectors) < self.num_classes:
             raise ValueError(
                 f"PrototypeMemory.update: need one selector per class ({self.num_classes}), got {len(selectors)}."
             )
-        features = features.detach()
-        groups = split_by_class(features, labels, self.num_classes)
+
+    def _store(self, groups: Sequence[torch.Tensor], selectors: Sequence[nn.Module]) -> None:
+        """Store ``groups[c]`` ((n_c, D), detached, the rows of class c in order) for every class c with n_c > 0."""
         for c, features_c in enumerate(groups):
             n = features_c.shape[0]
             if n == 0:
@@ -205,18 +268,23 @@ class PrototypeMemory:
 
 def _class_term(features_c: torch.Tensor, memory_c: torch.Tensor, selector: nn.Module,
                 selector_memory: nn.Module, memory_weighting: str) -> torch.Tensor:
-    """Weighted mean cosine distance of one class, Eq. (4); returns a float32 scalar."""
+    """Weighted mean cosine distance of one class, Eq. (4); returns a float32 scalar.
+
+    Everything here (normalisation, distances, both selectors, weights, mean) runs
+    in float32 with autocast off, whatever the dtype of ``features_c`` (M, D) and
+    ``memory_c`` (N, D); gradients flow back to ``features_c`` in its own dtype.
+    """
     memory_c = memory_c.detach().to(features_c.device)
     with _float32_region(features_c.device):
         memory_norm = F.normalize(memory_c.float(), dim=1)  # (N, D)
         features_norm = F.normalize(features_c.float(), dim=1)  # (M, D)
         distances = 1 - torch.mm(features_norm, memory_norm.t())  # (M, N), in [0, 2]
 
-    # Feature weights from DETACHED features: the selector learns, the features get no gradient here.
-    w_f = torch.sigmoid(selector(features_c.detach())).float()  # (M, 1)
+        # Feature weights from DETACHED features: the selector learns, the features get no gradient here.
+        w_f = torch.sigmoid(selector(features_c.detach().float())).float()  # (M, 1)
+        # The memory selector sees the L2-normalised memory, as in the released code.
+        w_z = torch.sigmoid(selector_memory(memory_norm)).float().t()  # (1, N)
     w_f = (w_f.shape[0] / w_f.sum(dim=0)) * w_f  # mean 1 over the M features
-    # The memory selector sees the L2-normalised memory, as in the released code.
-    w_z = torch.sigmoid(selector_memory(memory_norm)).float().t()  # (1, N)
     if memory_weighting == "released":
         # Released behaviour: the rescaling runs over the size-1 axis of the (1, N) row,
         # so each weight is divided by itself and every memory weight equals 1 (up to
@@ -255,6 +323,11 @@ def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequen
 
     Returns:
         float32 scalar tensor (a constant 0 without graph when no class contributes).
+        Computed in float32 with autocast off (normalisation, distances, both
+        selectors, weights), whatever the dtype of ``features`` and ``memory``.
+
+    One host synchronisation (the class sizes, :func:`split_by_class`), none when no
+    memory entry holds more than one vector.
 
     Raises:
         ValueError: on mismatched shapes, too few selectors, out-of-range labels or
@@ -275,10 +348,24 @@ def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequen
             f"separation_loss: need one feature selector and one memory selector per class ({num_classes}), "
             f"got {len(feature_selectors)} and {len(memory_selectors)}."
         )
-    loss = torch.zeros((), dtype=torch.float32, device=features.device)
-    if all(m is None or m.shape[0] <= 1 for m in memory):
-        return loss  # nothing to compare with: skip the split (no host synchronisation)
+    if not _memory_usable(memory):
+        return torch.zeros((), dtype=torch.float32, device=features.device)  # nothing to compare with: no split
     groups = split_by_class(features, labels, num_classes)
+    return _loss_from_groups(groups, memory, feature_selectors, memory_selectors, memory_weighting,
+                             features.device)
+
+
+def _memory_usable(memory: Sequence[Optional[torch.Tensor]]) -> bool:
+    """Whether some class's memory holds more than one vector (else the loss is a constant 0)."""
+    return any(m is not None and m.shape[0] > 1 for m in memory)
+
+
+def _loss_from_groups(groups: Sequence[torch.Tensor], memory: Sequence[Optional[torch.Tensor]],
+                      feature_selectors: Sequence[nn.Module], memory_selectors: Sequence[nn.Module],
+                      memory_weighting: str, device: torch.device) -> torch.Tensor:
+    """``(1/C) * sum_c L_c`` over the classes with >1 memory vectors and >1 features; ``groups[c]`` is (M_c, D)."""
+    num_classes = len(memory)
+    loss = torch.zeros((), dtype=torch.float32, device=device)
     for c in range(num_classes):
         memory_c = memory[c]
         features_c = groups[c]
@@ -330,7 +417,7 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
 
     Args:
         features: (B, F, *spatial) decoder features from the train-mode forward,
-            1, 2 or 3 spatial dims.
+            ``*spatial`` = (H, W), (H, W, D) with D the depth, or (N,) for point sets.
         probs: (B, C, *spatial) softmax probabilities of the same forward.
         labels: (labeled_bs, *spatial) or (labeled_bs, 1, *spatial) integer labels of
             the first ``labeled_bs`` samples.
@@ -346,13 +433,23 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
         ``(loss_labeled, loss_unlabeled)``, float32 scalars (the unlabeled loss is 0
         when ``labeled_bs == B``).
 
-    Host synchronisations: one for the candidate selection (its size is data
-    dependent) and one per :func:`split_by_class` call (memory update and each
-    loss): 4 per call with unlabeled samples; there is no ``.item()`` or ``.cpu()``.
+    Host synchronisations: exactly ONE per call. The sizes that decide tensor
+    shapes (candidates per class, labeled voxels per true class, unlabeled voxels
+    per pseudo-label) are counted on the device - one stable sort and one count
+    per grouping, no ``nonzero`` - and read together by a single ``.tolist()``.
+    The results are bit-identical to a boolean candidate selection followed by
+    :func:`PrototypeMemory.update` and two :func:`separation_loss` calls (same rows
+    in the same order in every group and in the memory).
+
+    Mixed precision: under ``torch.autocast`` the heads run in the autocast dtype,
+    the memory is stored in float32 and the loss is computed in float32.
 
     Raises:
         ValueError: on inconsistent shapes, a rank other than 1, 2 or 3 spatial dims,
-            ``labeled_bs`` outside 1..B, or ``heads`` without the four attributes.
+            ``labeled_bs`` outside 1..B, ``heads`` without the four attributes, fewer
+            selectors than ``memory.num_classes``, an unknown ``memory_weighting``, or
+            (as :func:`split_by_class`) candidate labels, true labels or pseudo-labels
+            outside ``0..memory.num_classes-1`` where they would be grouped.
     """
     projection_head, prediction_head, feature_selectors, memory_selectors = _heads(heads)
     if features.dim() not in (3, 4, 5) or probs.dim() != features.dim():
@@ -376,34 +473,80 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
             f"{(labeled_bs,) + spatial}: the labels of the first labeled_bs samples only."
         )
     labels = _check_labels(labels, "separation_step")
+    if memory_weighting not in MEMORY_WEIGHTINGS:
+        raise ValueError(
+            f"separation_step: memory_weighting must be one of {MEMORY_WEIGHTINGS}, got {memory_weighting!r}."
+        )
+    num_classes = memory.num_classes
+    memory._check_selectors(feature_selectors)
+    if len(memory_selectors) < num_classes:
+        raise ValueError(f"separation_step: need one memory selector per class ({num_classes}), "
+                         f"got {len(memory_selectors)}.")
     channels = features.shape[1]
+    device = features.device
 
     with torch.no_grad():
         prediction = probs[:labeled_bs].max(dim=1).indices  # (labeled_bs, *spatial)
-        pseudo_label = probs[labeled_bs:].max(dim=1).indices  # (B - labeled_bs, *spatial)
-        candidate_mask = (prediction == labels) & (prediction > 0)
+        pseudo_label = probs[labeled_bs:].max(dim=1).indices.reshape(-1)  # (n_u,), n_u = (B - labeled_bs) * S
+        labels_flat = labels.reshape(-1)  # (n_l,), n_l = labeled_bs * S, in row-major (nonzero) order
+        candidate_mask = ((prediction == labels) & (prediction > 0)).reshape(-1)  # (n_l,)
 
-    features_last = features.movedim(1, -1)  # (B, *spatial, F), channels-last
-    labeled_features = features_last[:labeled_bs]
-    unlabeled_features = features_last[labeled_bs:]
+        # Device-side groupings (no host synchronisation yet), each a stable sort and a count:
+        # candidates: key = class (C for an out-of-range class, C + 1 for a non-candidate), so
+        # order_cand[:n] lists the candidates class by class, each class in row-major order.
+        class_key = torch.where((labels_flat >= 0) & (labels_flat < num_classes), labels_flat,
+                                torch.full_like(labels_flat, num_classes))
+        cand_key = torch.where(candidate_mask, class_key, torch.full_like(class_key, num_classes + 1))
+        order_cand, counts_cand = _sorted_counts(cand_key, num_classes + 2)  # (n_l,), (C + 2,)
+        order_lab, counts_lab = _sorted_counts(class_key, num_classes + 1)  # true labels: (n_l,), (C + 1,)
+        order_unl, counts_unl = _class_order(pseudo_label, num_classes)  # pseudo-labels: (n_u,), (C + 1,)
+        # THE host synchronisation: every group size at once.
+        counts = torch.cat([counts_cand, counts_lab, counts_unl]).tolist()
+    sizes_cand = counts[: num_classes + 2]
+    sizes_lab = counts[num_classes + 2: 2 * num_classes + 3]
+    sizes_unl = counts[2 * num_classes + 3:]
+    if sizes_cand[num_classes] > 0:  # candidate labels >= memory.num_classes (probs have more classes)
+        raise _outside_error(sizes_cand[num_classes], num_classes)
+    num_candidates = sum(sizes_cand[:num_classes])
 
-    # Boolean selection: the number of candidates is data dependent, so it needs one host
-    # synchronisation; the indices are found once and serve both selections (same rows, same order).
-    candidates = candidate_mask.nonzero(as_tuple=True)
-    candidate_features = labeled_features[candidates]
-    candidate_labels = labels[candidates]
-    with torch.no_grad(), _eval_mode(projection_head):
-        projected_candidates = projection_head(candidate_features)
-    memory.update(projected_candidates, candidate_labels, feature_selectors)
+    flat_labeled = features.movedim(1, -1)[:labeled_bs].reshape(-1, channels)  # (n_l, F), channels-last
+    with torch.no_grad():
+        by_class = order_cand[:num_candidates]  # flat indices of the candidates, grouped by class
+        row_major = torch.sort(by_class).values  # the same indices in row-major order (what nonzero gives)
+        position = torch.searchsorted(row_major, by_class)  # row of each grouped candidate in row_major
+        candidate_features = flat_labeled.index_select(0, row_major)  # (n, F)
+        # projected in row-major order as a boolean selection would give them, then grouped by class
+        with _eval_mode(projection_head):
+            projected = _at_least_float32(projection_head(candidate_features))  # (n, D), stored in float32
+        grouped = projected.index_select(0, position)
+    memory._store(torch.split(grouped, sizes_cand[:num_classes]), feature_selectors)
 
-    predicted_labeled = prediction_head(projection_head(labeled_features.reshape(-1, channels)))
-    loss_labeled = separation_loss(predicted_labeled, labels.reshape(-1), memory.memory,
-                                   feature_selectors, memory_selectors, memory_weighting)
+    predicted_labeled = prediction_head(projection_head(flat_labeled))
+    loss_labeled = _step_loss(predicted_labeled, order_lab, sizes_lab, memory.memory, feature_selectors,
+                              memory_selectors, memory_weighting, device)
 
     if labeled_bs == batch:  # shape-based branch: no unlabeled samples in this batch
-        loss_unlabeled = torch.zeros((), dtype=torch.float32, device=features.device)
+        loss_unlabeled = torch.zeros((), dtype=torch.float32, device=device)
     else:
-        predicted_unlabeled = prediction_head(projection_head(unlabeled_features.reshape(-1, channels)))
-        loss_unlabeled = separation_loss(predicted_unlabeled, pseudo_label.reshape(-1), memory.memory,
-                                         feature_selectors, memory_selectors, memory_weighting)
+        unlabeled_features = features.movedim(1, -1)[labeled_bs:].reshape(-1, channels)
+        predicted_unlabeled = prediction_head(projection_head(unlabeled_features))
+        loss_unlabeled = _step_loss(predicted_unlabeled, order_unl, sizes_unl, memory.memory, feature_selectors,
+                                    memory_selectors, memory_weighting, device)
     return loss_labeled, loss_unlabeled
+
+
+def _step_loss(features: torch.Tensor, order: torch.Tensor, sizes: List[int],
+               memory: Sequence[Optional[torch.Tensor]], feature_selectors: Sequence[nn.Module],
+               memory_selectors: Sequence[nn.Module], memory_weighting: str, device: torch.device) -> torch.Tensor:
+    """:func:`separation_loss` of ``features`` (M, D) from a precomputed grouping.
+
+    ``order`` (M,) is the stable class order and ``sizes`` the C + 1 host-side group
+    sizes (the last one: out-of-range labels), as :func:`_class_order` gives them.
+    """
+    num_classes = len(memory)
+    if not _memory_usable(memory):
+        return torch.zeros((), dtype=torch.float32, device=device)  # as separation_loss: no split
+    if sizes[num_classes] > 0:
+        raise _outside_error(sizes[num_classes], num_classes)
+    groups = torch.split(features[order], sizes[:num_classes])
+    return _loss_from_groups(groups, memory, feature_selectors, memory_selectors, memory_weighting, device)
