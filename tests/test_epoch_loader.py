@@ -126,6 +126,5 @@ def test_make_loader_kinds(la_root):
     db, s = _la(la_root), TwoStreamBatchSampler([0, 1], [2, 3], 2, 1)
     assert isinstance(make_loader("reseed", db, s, 2, None, False), ReseedingLoader)
     assert isinstance(make_loader("released", db, s, 2, None, False), DataLoader)
-    assert isinstance(make_loader("reseed", db, s, 2, None, False, persistent_workers=True), DataLoader)
     with pytest.raises(ValueError, match="--loader"):
         make_loader("fast", db, s, 2, None, False)

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dataloaders.sampler import (TwoStreamBatchSampler, grouper, make_worker_init_fn, seed_everything,
-                                 worker_init_fn)
+from dataloaders.sampler import TwoStreamBatchSampler, grouper, make_worker_init_fn, seed_everything
 
 LABELED = list(range(5))
 UNLABELED = list(range(5, 12))
@@ -107,15 +106,6 @@ def test_worker_init_fn_seeds_random_with_seed_plus_id():
     a = random.random()
     random.seed(103)
     assert a == random.random()
-    worker_init_fn(2)
-    b = random.random()
-    random.seed(1339)
-    assert b == random.random()
-    np.random.seed(0)
-    make_worker_init_fn(100, seed_numpy=True)(1)
-    x = np.random.rand()
-    np.random.seed(101)
-    assert x == np.random.rand()
     seed_everything(9)
     t = torch.rand(1)
     torch.manual_seed(9)

@@ -283,17 +283,15 @@ class ReseedingLoader:
 
 
 def make_loader(kind: str, dataset: Dataset, batch_sampler: Any, num_workers: int,
-                worker_init_fn: Optional[Callable[[int], None]], pin_memory: bool,
-                persistent_workers: bool = False) -> Any:
+                worker_init_fn: Optional[Callable[[int], None]], pin_memory: bool) -> Any:
     """``--loader``: ``reseed`` (default, :class:`ReseedingLoader`) or ``released``
-    (``DataLoader``, re-created workers each sampler epoch; ``persistent_workers``
-    applies to it only)."""
+    (``DataLoader``, re-created workers each sampler epoch)."""
     if kind not in LOADERS:
         raise ValueError(f"--loader must be one of {', '.join(LOADERS)}, got {kind!r}")
     fork = "fork" in multiprocessing.get_all_start_methods() and os.name == "posix"
-    if kind == "reseed" and not persistent_workers and fork:
+    if kind == "reseed" and fork:
         return ReseedingLoader(dataset, batch_sampler, num_workers, worker_init_fn, pin_memory)
-    if kind == "reseed" and not fork:
+    if kind == "reseed":
         logger.info("--loader reseed needs the fork start method; using the released DataLoader")
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, pin_memory=pin_memory,
-                      worker_init_fn=worker_init_fn, persistent_workers=persistent_workers and num_workers > 0)
+                      worker_init_fn=worker_init_fn)

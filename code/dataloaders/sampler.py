@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 __all__ = ["TwoStreamBatchSampler", "iterate_once", "iterate_eternally", "grouper",
-           "worker_init_fn", "WorkerInit", "make_worker_init_fn", "seed_everything", "draw_loader_base_seed"]
+           "WorkerInit", "make_worker_init_fn", "seed_everything", "draw_loader_base_seed"]
 
 
 def iterate_once(indices: Sequence[int], rng=None) -> np.ndarray:
@@ -103,36 +103,27 @@ class TwoStreamBatchSampler(Sampler):
 class WorkerInit:
     """Picklable DataLoader ``worker_init_fn``: seeds worker ``w`` with ``seed + w`` (see ``make_worker_init_fn``)."""
 
-    def __init__(self, seed: int, seed_numpy: bool = False) -> None:
+    def __init__(self, seed: int) -> None:
         self.seed = int(seed)
-        self.seed_numpy = bool(seed_numpy)
 
     def __call__(self, worker_id: int) -> None:
         random.seed(self.seed + worker_id)
-        if self.seed_numpy:
-            np.random.seed((self.seed + worker_id) % 2 ** 32)
 
     def __repr__(self) -> str:
-        return f"WorkerInit(seed={self.seed}, seed_numpy={self.seed_numpy})"
+        return f"WorkerInit(seed={self.seed})"
 
 
-def make_worker_init_fn(seed: int, seed_numpy: bool = False) -> Callable[[int], None]:
-    """Return a DataLoader ``worker_init_fn`` seeding worker ``w`` with ``seed + w``.
+def make_worker_init_fn(seed: int) -> Callable[[int], None]:
+    """Return the released DataLoader ``worker_init_fn``: worker ``w`` runs ``random.seed(seed + w)``.
 
-    Released behaviour (``seed_numpy=False``): only Python's ``random`` is seeded
-    (it drives ``RandomGenerator``'s coin flips); each worker's ``numpy.random``
-    is seeded by PyTorch itself from the loader's base seed (PyTorch >= 1.9),
-    which follows ``torch.manual_seed``. As released, workers are re-created
-    and re-seeded every epoch, so ``random`` draws repeat per worker per epoch.
-    ``seed_numpy=True`` also seeds ``numpy.random`` with ``seed + w``.
-    The returned object is picklable (works with the ``spawn`` start method).
+    Only Python's ``random`` is seeded (it drives ``RandomGenerator``'s coin
+    flips); each worker's ``numpy.random`` is seeded by PyTorch itself from the
+    loader's base seed (PyTorch >= 1.9), which follows ``torch.manual_seed``. As
+    released, workers are re-created and re-seeded every epoch, so ``random``
+    draws repeat per worker per epoch. The returned object is picklable (works
+    with the ``spawn`` start method).
     """
-    return WorkerInit(seed, seed_numpy)
-
-
-def worker_init_fn(worker_id: int, seed: int = 1337) -> None:
-    """Released worker seeding with the default seed 1337: ``random.seed(seed + worker_id)``."""
-    random.seed(seed + worker_id)
+    return WorkerInit(seed)
 
 
 def draw_loader_base_seed(generator=None) -> int:

@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 
 __all__ = ["Compose", "random_rot_flip", "random_rotate", "RandomRotFlip", "RandomCrop",
-           "CenterCrop", "ToTensor", "RandomGenerator"]
+           "ToTensor", "RandomGenerator"]
 
 Sample = dict[str, Any]
 
@@ -127,24 +127,6 @@ class RandomCrop:
         h1 = np.random.randint(0, h - oh)
         d1 = np.random.randint(0, d - od)
         sl = (slice(w1, w1 + ow), slice(h1, h1 + oh), slice(d1, d1 + od))
-        return _with(sample, image[sl], label[sl])
-
-
-class CenterCrop:
-    """Centre (x, y, z) crop of ``output_size``, same padding rule as ``RandomCrop``.
-
-    Corner = ``round((side - size) / 2)`` with Python's round (half to even), as released.
-    """
-
-    def __init__(self, output_size: Sequence[int]) -> None:
-        self.output_size = _size3(output_size, "CenterCrop")
-
-    def __call__(self, sample: Sample) -> Sample:
-        image, label = np.asarray(sample["image"]), np.asarray(sample["label"])
-        _check_pair(image, label, 3, "CenterCrop")
-        image, label = _pad_for_crop(image, label, self.output_size)
-        starts = [int(round((s - o) / 2.0)) for s, o in zip(image.shape, self.output_size)]
-        sl = tuple(slice(c, c + o) for c, o in zip(starts, self.output_size))
         return _with(sample, image[sl], label[sl])
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from dataloaders.acdc import acdc_volume_path
 from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.la_heart import la_case_path
 from utils.metrics import calculate_dice_hd95, dice_coefficient
+from utils.separation import eval_mode
+from utils.vat import first_output
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +49,6 @@ AMP_MODES = ("none", "bf16")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; restore every module's own flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def check_amp(amp: str, device: torch.device | str, flag: str = "--amp") -> None:
@@ -116,17 +106,6 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
-
-
-def _logits(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """The segmentation logits of a forward pass: the first item of a tuple/list."""
-    if isinstance(output, (tuple, list)):
-        if not output:
-            raise ValueError("The model returned an empty tuple; expected (logits, features) or logits.")
-        output = output[0]
-    if not torch.is_tensor(output):
-        raise TypeError(f"The model returned {type(output).__name__}; expected a tensor or (logits, ...).")
-    return output
 
 
 def _probabilities(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -212,7 +191,7 @@ def _sliding_window_probs(
             [volume[x:x + patch[0], y:y + patch[1], z:z + patch[2]] for x, y, z in chunk]
         ).unsqueeze(1)  # (B, 1, pw, ph, pd)
         with amp_autocast(device, amp):
-            logits = _logits(model(batch))
+            logits = first_output(model(batch))
         probs = _probabilities(logits.float(), num_classes)  # float32 whatever the autocast dtype
         if tuple(probs.shape[2:]) != patch:
             raise ValueError(
@@ -364,7 +343,7 @@ def test_single_volume_2d(
         labels = []
         for first in range(0, inputs.shape[0], batch):
             with amp_autocast(device, amp):
-                logits = _logits(model(inputs[first:first + batch]))
+                logits = first_output(model(inputs[first:first + batch]))
             probs = _probabilities(logits.float(), num_classes)
             labels.append(probs.argmax(1).to(torch.uint8))
         labels_np = torch.cat(labels).cpu().numpy()
@@ -375,9 +354,6 @@ def test_single_volume_2d(
             raise ValueError(f"Zooming a {patch} prediction back gave {back.shape}, not {(x, y)}.")
         prediction[ind] = back
     return prediction
-
-
-# --------------------------------------------------------------------------- data access
 
 
 # --------------------------------------------------------------------------- validation

@@ -103,9 +103,7 @@ class EpochStream:
     (:meth:`state_dict`); :meth:`load_state_dict` re-creates that iterator from
     those states and takes the same batches again, so the sampler, the worker
     seeds and the augmentation draws continue as in the uninterrupted run (at
-    the cost of re-loading at most one epoch of batches). With
-    ``--persistent_workers 1`` the workers' generators carry over from earlier
-    epochs, so that replay cannot reproduce them. ``device``: the run's device;
+    the cost of re-loading at most one epoch of batches). ``device``: the run's device;
     for a CUDA one its generator state is kept too (:func:`rng_state`).
     """
 

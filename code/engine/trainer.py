@@ -93,9 +93,6 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
                    help="1: decode every training file once, before the workers start, and keep it in memory "
                         "(same samples; LA needs about 15 MB per case); 0: read the h5 file at every access, "
                         "as released")
-    p.add_argument("--persistent_workers", type=int, default=0,
-                   help="1: torch's persistent workers (--loader released only): workers are not re-seeded "
-                        "each epoch, so the batches differ from the released run's. 0 (released)")
     p.add_argument("--zero_grad", choices=["zero", "none"], default="zero",
                    help="how gradients are cleared before each backward: zero (released, PyTorch 1.8's "
                         "zero_grad(): filled with zeros, so a parameter a step leaves unused, e.g. the selector "
@@ -183,9 +180,8 @@ def make_train_loader(args: argparse.Namespace, dataset: Any, batch_sampler: Any
     workers kept alive, ``released`` the released re-created ``DataLoader``."""
     from dataloaders.epoch_loader import make_loader
     from dataloaders.sampler import make_worker_init_fn
-    return make_loader(getattr(args, "loader", "reseed"), dataset, batch_sampler, args.num_workers,
-                       make_worker_init_fn(args.seed), torch.cuda.is_available() and args.device != "cpu",
-                       bool(args.persistent_workers))
+    return make_loader(args.loader, dataset, batch_sampler, args.num_workers, make_worker_init_fn(args.seed),
+                       torch.cuda.is_available() and args.device != "cpu")
 
 
 def log_value(value: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -317,10 +313,6 @@ class Trainer:
         for name, q in self.model.named_parameters():
             q.grad = torch.zeros_like(q) if name in present else None
         if "loader" in state:
-            if self.args.persistent_workers and self.args.num_workers > 0:
-                logging.warning("--resume with --persistent_workers 1: the workers' random state of earlier "
-                                "epochs cannot be replayed; augmentations after the resume differ from an "
-                                "uninterrupted run")
             self.stream.load_state_dict(state["loader"])
         else:
             logging.warning("%s has no loader position (written by an older version): the data continue "

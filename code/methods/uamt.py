@@ -77,6 +77,9 @@ def masked_consistency(student_probs: torch.Tensor, teacher_probs: torch.Tensor,
     return torch.sum(mask * dist) / (NORMALISER_CHANNELS * torch.sum(mask) + 1e-16)
 
 
+#: the teacher's EMA decay (released)
+EMA_DECAY = 0.99
+
 class UAMT(Baseline):
     """UA-MT on LA (V-Net) or ACDC (U-Net).
 
@@ -98,7 +101,7 @@ class UAMT(Baseline):
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int, max_iterations: int,
                  consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
-                 teacher: Optional[nn.Module] = None, ema_decay: float = 0.99, passes: int = 8) -> None:
+                 teacher: Optional[nn.Module] = None, ema_decay: float = EMA_DECAY, passes: int = 8) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
         if passes < 2 or passes % 2:
             raise ValueError(f"UAMT: passes must be an even number >= 2, got {passes}")
@@ -119,14 +122,14 @@ class UAMT(Baseline):
     @classmethod
     def add_args(cls, parser: Any, dataset: Any) -> None:
         """``--ema_decay``."""
-        parser.add_argument("--ema_decay", type=float, default=0.99, help="UA-MT: EMA decay of the teacher")
+        parser.add_argument("--ema_decay", type=float, default=EMA_DECAY, help="UA-MT: EMA decay of the teacher")
 
     @classmethod
     def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
         """T_max, the EMA decay and the teacher (its own initialisation, after the student's, as released)."""
         teacher = cls.build_model(dataset, num_classes, "train", device)
         return {"max_iterations": args.max_iterations, "teacher": teacher,
-                "ema_decay": getattr(args, "ema_decay", 0.99)}
+                "ema_decay": getattr(args, "ema_decay", EMA_DECAY)}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

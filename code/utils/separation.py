@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["PrototypeMemory", "SeparationHeads", "separation_loss", "separation_step", "split_by_class",
+__all__ = ["eval_mode", "PrototypeMemory", "SeparationHeads", "separation_loss", "separation_step", "split_by_class",
            "KEEP_MODES", "MEMORY_WEIGHTINGS"]
 
 KEEP_MODES = ("lowest", "highest")
@@ -109,7 +109,7 @@ def split_by_class(features: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 
 @contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
+def eval_mode(module: nn.Module) -> Iterator[None]:
     """Put ``module`` in eval mode inside the block; restore every submodule's mode afterwards."""
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
@@ -516,7 +516,7 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
         position = torch.searchsorted(row_major, by_class)  # row of each grouped candidate in row_major
         candidate_features = flat_labeled.index_select(0, row_major)  # (n, F)
         # projected in row-major order as a boolean selection would give them, then grouped by class
-        with _eval_mode(projection_head):
+        with eval_mode(projection_head):
             projected = _at_least_float32(projection_head(candidate_features))  # (n, D), stored in float32
         grouped = projected.index_select(0, position)
     memory._store(torch.split(grouped, sizes_cand[:num_classes]), feature_selectors)

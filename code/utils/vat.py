@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["VATLoss", "vat_lds", "vat_distance", "l2_normalize", "uniform_noise", "frozen_bn_stats", "DISTANCES"]
+__all__ = ["first_output", "VATLoss", "vat_lds", "vat_distance", "l2_normalize", "uniform_noise", "frozen_bn_stats", "DISTANCES"]
 
 DISTANCES = ("dice", "class_dice", "kl")
 
@@ -51,14 +51,14 @@ def l2_normalize(d: torch.Tensor) -> torch.Tensor:
     return d / (norm.view((-1,) + (1,) * (d.dim() - 1)) + 1e-8)
 
 
-def _first_output(output: Any) -> torch.Tensor:
+def first_output(output: Any) -> torch.Tensor:
     """The logits from a model output: the tensor itself or the first item of a tuple/list."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and len(output) > 0 and isinstance(output[0], torch.Tensor):
         return output[0]
     raise TypeError(
-        f"VATLoss: the model returned {type(output).__name__}; it must return the logits "
+        f"the model returned {type(output).__name__}; it must return the logits "
         "(B, C, *spatial) or a tuple/list whose first item is the logits."
     )
 
@@ -172,7 +172,7 @@ def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float 
         no gradient) with ``||r_adv_b|| = epsilon`` per sample (up to the 1e-8 term).
     """
     with torch.no_grad():
-        p = F.softmax(_first_output(model(x)).float(), dim=1)
+        p = F.softmax(first_output(model(x)).float(), dim=1)
 
     if noise is None:
         noise = uniform_noise(x.shape, x.device)
@@ -186,11 +186,11 @@ def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float 
             # Only d needs a gradient here: with the parameters frozen, autograd neither
             # saves what weight gradients need nor computes them (same d, less work).
             with frozen_parameters(model), torch.enable_grad():
-                adv_distance = vat_distance(_first_output(model(x + xi * d)), p, distance)
+                adv_distance = vat_distance(first_output(model(x + xi * d)), p, distance)
                 (grad_d,) = torch.autograd.grad(adv_distance, d)
             d = l2_normalize(grad_d)
         r_adv = (epsilon * d).detach()
-        lds = vat_distance(_first_output(model(x + r_adv)), p, distance)
+        lds = vat_distance(first_output(model(x + r_adv)), p, distance)
     return lds, r_adv
 
 
