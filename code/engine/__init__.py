@@ -1,12 +1,17 @@
 """The run engine: what turns the pieces into training and test runs.
 
-``run`` (repository root, snapshot layout, log format, seeding, CLI errors),
-``training`` (a whole training run for any dataset description: flags, data,
-validation procedure, the loop's set-up), ``trainer`` (the training flags, the
-loop, checkpoints, ``--resume``, speed options), ``evaluation`` (the test
-scripts' shared flags, checkpoint lookup, ``--which``, ``--expect``),
-``reports`` (the test scripts' result files and ``main``), ``inference``
-(sliding-window and slice inference, validation), ``checkpoints`` (safe
+``run`` (repository root, snapshot layout, log format, CLI errors),
+``training`` (a whole training run for any dataset description: flags, the
+checks made before anything is written, data, validation procedure, the loop's
+set-up), ``trainer`` (the training flags, the loop, one iteration
+``train_step``, checkpoints, ``--resume``), ``snapshot`` (what counts as a run
+in a snapshot folder, ``--overwrite``, the flags a resume must keep),
+``guard`` (stopping a diverged run), ``stream`` (the batches of the sampler
+epochs and the RNG states of an exact resume), ``speed`` (``--tf32``,
+``--amp``, ``--channels_last``, ``--compile``), ``evaluation`` and
+``reports`` (the test scripts: flags, checkpoint lookup, ``--which``,
+``--expect``, result files), ``inference`` (sliding-window and slice
+inference, validation), ``checkpoints`` (atomic writes, weights-only
 loading), ``visualize`` (tensorboard images), ``host_memory`` (CPU allocator
 setting).
 

@@ -15,6 +15,12 @@ The run engine (:mod:`engine.trainer`) knows a method only through this class:
 * ``step(image, label, iter_num) -> dict``: one iteration's losses; ``"loss"`` is
   back-propagated by the trainer, ``"probs"`` (optional) are the batch's softmax
   probabilities for image snapshots;
+* ``prepare_step(image)``: host work of the coming step that may run before it
+  (SS-Net draws its VAT noise there on CUDA); ``step_uses_cpu_generator``: whether
+  the step after it draws from the global CPU generators (if not, the trainer may
+  start the next sampler epoch before the step);
+* ``cuda_nondeterministic``: operations of the trained losses without a
+  deterministic CUDA kernel (``--deterministic 2`` refuses them at parse time);
 * ``after_step(iter_num)``: work after the optimiser step (EMA teacher,
   discriminator update); ``iter_num`` counts the iterations done;
 * ``state_dict()`` / ``load_state_dict(state, device)``: what a resumed run needs

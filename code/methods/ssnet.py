@@ -9,10 +9,13 @@ the whole batch with a Dice distance (:mod:`utils.vat`); ``L_cs`` the prototype
 separation loss (:mod:`utils.separation`). ``w(t)`` is the sigmoid ramp-up of
 :func:`utils.ramps.consistency_weight`.
 
-The training scripts own data, optimiser, schedule, logging, checkpoints and
-validation; this module builds the network and computes one iteration's losses.
-The order of random draws follows the released scripts (forward pass, then
-separation, then VAT), so a seeded run reproduces theirs.
+The run engine (:mod:`engine.trainer`) owns data, optimiser, schedule, logging,
+checkpoints and validation; this module builds the network, states SS-Net's
+flags and computes one iteration's losses (:meth:`SSNet.step`). The order of
+random draws follows the released scripts (forward pass, then separation, then
+VAT; on CUDA the VAT noise is drawn before the forward, in
+:meth:`SSNet.prepare_step`, which draws from the CPU generator only), so a
+seeded run reproduces theirs.
 """
 import argparse
 import math
