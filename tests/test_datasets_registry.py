@@ -1,6 +1,7 @@
 """Adding a dataset is one new file plus one registry line (code/datasets/__init__.py): shown
-here with a tiny made-up 3D dataset, "Toy", that the methods, the training engine and the
-validation then handle without any other change."""
+here with a tiny made-up 3D dataset, "Toy", that the methods, the training engine, the
+validation and the test procedure then handle without any other change."""
+import json
 import sys
 import textwrap
 
@@ -8,15 +9,15 @@ import pytest
 import torch
 
 import datasets
-from datasets import DatasetDescription, get_dataset
-from engine import training
+from datasets import DatasetDescription, SlidingWindow, get_dataset
+from engine import evaluation, training
 from methods import get_method
 
 TOY_MODULE = '''
 """Toy: a made-up 3D dataset in LA's on-disk layout, trained with a constant learning rate."""
 from dataloaders.la_heart import LAHeart, la_case_path
 from dataloaders.transforms import Compose, RandomCrop, ToTensor
-from datasets import DatasetDescription, method_table
+from datasets import DatasetDescription, SlidingWindow, method_table
 
 
 def train_dataset(root, patch_size, cache):
@@ -31,7 +32,7 @@ DESCRIPTION = DatasetDescription(
     consistency=0.5, consistency_rampup=1.0, magnitude=2.0, vat_distance="dice", dice="foreground",
     methods=method_table({"ssnet": "VNet", "mcnet": "mcnet3d_v1"}, {"mcnet": 0.3}, rampup=1.0,
                          options={"mcnet": {"seg_weight": 0.5}}),
-    select="test", val_start=2, validation="sliding_window", window_stride=(16, 16),
+    select="test", val_start=2, procedure=SlidingWindow(stride_xy=16, stride_z=16),
 )
 '''
 
@@ -58,7 +59,7 @@ def test_registry_knows_the_shipped_datasets():
         get_dataset("Pancreas")
 
 
-def test_a_new_dataset_trains_from_its_description(toy, tiny_data, tmp_path):
+def test_a_new_dataset_trains_and_tests_from_its_description(toy, tiny_data, tmp_path):
     root = tiny_data("la", cases=4, seed=5, size=(40, 40, 24))
     parser = training.build_parser(toy)
     assert parser.get_default("patch_size") == [32, 32, 16] and parser.get_default("consistency") == 0.5
@@ -73,11 +74,32 @@ def test_a_new_dataset_trains_from_its_description(toy, tiny_data, tmp_path):
     method = get_method("ssnet").from_args(args, toy, toy.num_classes, torch.device("cpu"))
     assert (method.vat.epsilon, method.consistency, method.ramp_after_increment) == (2.0, 0.5, False)
 
+    # the test procedure of its type (SlidingWindow), with the description's facts as defaults
+    test_parser = evaluation.build_parser(toy)
+    assert test_parser.get_default("stride_xy") == test_parser.get_default("stride_z") == 16
+    assert test_parser.get_default("nms") == 1 and test_parser.get_default("patch_size") == [32, 32, 16]
+    result = evaluation.test_main(toy, ["--root_path", root, "--model_root", str(tmp_path), "--device", "cpu",
+                                        "--save_nii", "0"])
+    with open(snapshot / "test" / "performance.json", encoding="utf-8") as f:
+        written = json.load(f)
+    assert written["dataset"] == "Toy" and written["metrics"] == ["dice", "jaccard", "hd95", "asd"]
+    assert set(written["mean"]) == {"dice", "jaccard", "hd95", "asd"} and written["cases"] == result["cases"] >= 1
+    assert written["stride_xy"] == 16 and written["nms"] is True
+    assert (snapshot / "test" / "metrics_per_case.csv").is_file() and (snapshot / "test" / "performance.txt").is_file()
+
 
 def test_a_method_without_a_setting_is_refused_by_name(toy):
     assert get_method("mcnet").build_model(toy, 2, "test").__class__.__name__ == "MCNet3d"
     with pytest.raises(ValueError, match="--method uamt has no setting for the Toy dataset.*mcnet, ssnet"):
         get_method("uamt").build_model(toy, 2, "test")
+
+
+def test_a_procedure_is_a_typed_object(toy):
+    """A description names its procedure by type; a string (the old form) is refused by name."""
+    with pytest.raises(ValueError, match="procedure must be a SlidingWindow"):
+        DatasetDescription(**{**toy.__dict__, "procedure": "sliding_window"})
+    with pytest.raises(ValueError, match="stride_z must be >= 1"):
+        SlidingWindow(stride_xy=16, stride_z=0)
 
 
 def test_shapes_come_from_the_description(toy):

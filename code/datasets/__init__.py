@@ -4,9 +4,12 @@ A :class:`DatasetDescription` holds what differs between the datasets: the
 classes, the spatial rank, the released training setting (patch, batch,
 iterations, schedule, loss weights), the network each method trains, the
 training set and its labeled part, and which validation and test procedure
-applies. The methods (:mod:`methods`), the training and test scripts, the run
-engine and ``check_data.py`` take their dataset facts from here; none of them
-compares dataset names.
+applies (:class:`SlidingWindow` or :class:`SliceWise`, typed objects holding the
+facts that procedure needs). The methods (:mod:`methods`), the training and test
+scripts, the run engine and ``check_data.py`` take their dataset facts from here;
+none of them compares dataset names. The engine maps each procedure type to its
+implementation (training validation, test procedure and their flags); this
+package does not import the engine.
 
 Adding a dataset (say Pancreas-CT with a V-Net, as MC-Net's authors did):
 
@@ -17,15 +20,22 @@ Adding a dataset (say Pancreas-CT with a V-Net, as MC-Net's authors did):
 2. add one line ``"<Name>": "datasets.<name>"`` to :data:`REGISTRY`.
 
 ``engine.training.train(args, get_dataset("<Name>"))`` then trains any method
-listed in its ``methods`` and writes ``model/<Name>_<exp>_<n>_labeled/<model>/``
-(tests/test_datasets_registry.py does this with a tiny made-up dataset).
+listed in its ``methods`` and writes ``model/<Name>_<exp>_<n>_labeled/<model>/``;
+``engine.evaluation.test_main(get_dataset("<Name>"), argv)`` tests its checkpoints
+with the description's procedure and writes ``test/performance.json`` and the
+other result files (tests/test_datasets_registry.py does both with a tiny made-up
+dataset). Two-line scripts like ``train_la.py`` and ``test_la.py`` give it
+command lines.
 """
+from __future__ import annotations
+
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 #: dataset name (the snapshot folder prefix, ``--dataset`` choice) -> module defining ``DESCRIPTION``
-REGISTRY: Dict[str, str] = {
+REGISTRY: dict[str, str] = {
     "LA": "datasets.la",
     "ACDC": "datasets.acdc",
 }
@@ -49,13 +59,58 @@ class MethodSetting:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SlidingWindow:
+    """Validation and test by 3D windows over whole volumes, softmax probabilities averaged
+    (released LA procedure); the test scores the foreground of each case.
+
+    Attributes:
+        stride_xy, stride_z: window strides along x/y and z (released LA: 18, 4).
+        nms: the test's ``--nms`` default: keep the largest connected component (released LA: on).
+        sorted_cases: test the names of ``test.list`` stripped of extensions and sorted
+            (False: as listed, predictions named by their index there, as released for LA).
+    """
+
+    stride_xy: int
+    stride_z: int
+    nms: bool = True
+    sorted_cases: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("stride_xy", "stride_z"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SlidingWindow: {name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class SliceWise:
+    """Validation and test slice by slice, each slice zoomed to the patch and back (released
+    ACDC procedure); the test scores each foreground class of each volume.
+
+    Attributes:
+        nms: the test's ``--nms`` default: keep the largest 3D component of each class
+            (not in the released ACDC test: off).
+        sorted_cases: test the names of ``test.list`` stripped of extensions and sorted
+            (released ACDC test: True).
+        nii_spacing: voxel spacing written into the saved NIfTI files (released ACDC: (1, 1, 10)).
+    """
+
+    nms: bool = False
+    sorted_cases: bool = True
+    nii_spacing: tuple[float, float, float] = (1.0, 1.0, 10.0)
+
+
+#: the procedure types a description may name (the engine implements each)
+Procedure = SlidingWindow | SliceWise
+
+
 def first_items(root: str, labelnum: int) -> int:
     """``labeled_items`` when ``--labelnum`` counts training items: the first ``labelnum`` are labeled."""
     return labelnum
 
 
 def method_table(networks: Mapping[str, str], weights: Mapping[str, float], rampup: float,
-                 options: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, MethodSetting]:
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, MethodSetting]:
     """``methods`` of a description: ``--method`` -> :class:`MethodSetting` from the network of each
     method, each baseline's own weight lambda, the baselines' ramp length L (one per dataset in
     their public code) and further constants per method."""
@@ -95,11 +150,10 @@ class DatasetDescription:
         select, select_help, val_num, val_start: model selection defaults.
         holdout_from_train: ``--select val`` holds out the last ``--val_num``
             training items (True) or reads ``val.list`` (False).
-        validation: the validation and test procedure, ``"sliding_window"`` (3D
-            windows over whole volumes) or ``"slices"`` (each slice resized to
-            the patch); see :mod:`engine.training`.
-        window_stride: ``(xy, z)`` strides of the sliding window in validation and test
-            (needed with ``validation="sliding_window"``; released LA: 18, 4).
+        procedure: the validation and test procedure with its facts, a
+            :class:`SlidingWindow` (3D windows over whole volumes) or a
+            :class:`SliceWise` (each slice resized to the patch); the engine maps its
+            type to the implementation (:mod:`engine.training`, :mod:`engine.testing`).
         validation_draws: the released loop's validation makes one torch draw
             (a DataLoader iterator's base seed) each time it runs.
         layout: which on-disk layout ``check_data.py`` checks (``"LA"``, ``"ACDC"``; none if empty).
@@ -109,14 +163,14 @@ class DatasetDescription:
 
     name: str
     num_classes: int
-    class_names: Tuple[str, ...]
+    class_names: tuple[str, ...]
     spatial_dims: int
     root_path: str
     case_path: Callable[[str, str], str]
-    train_dataset: Callable[[str, Tuple[int, ...], bool], Any]
+    train_dataset: Callable[[str, tuple[int, ...], bool], Any]
     labelnum: int
     labelnum_help: str
-    patch_size: Tuple[int, ...]
+    patch_size: tuple[int, ...]
     batch_size: int
     labeled_bs: int
     max_iterations: int
@@ -128,19 +182,23 @@ class DatasetDescription:
     methods: Mapping[str, MethodSetting]
     select: str
     val_start: int
-    validation: str
+    procedure: Procedure
     train_list: str = "train.list"
     item: str = "cases"
     labelnum_unit: str = "cases"
     labeled_items: Callable[[str, int], int] = first_items
-    lr_step: Optional[int] = None
+    lr_step: int | None = None
     select_help: str = "model selection: val, test or last (final iterate)"
     val_num: int = 0
     holdout_from_train: bool = False
-    window_stride: Optional[Tuple[int, int]] = None
     validation_draws: bool = False
     layout: str = ""
     mismatch_hints: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.procedure, (SlidingWindow, SliceWise)):
+            raise ValueError(f"dataset {self.name}: procedure must be a SlidingWindow(stride_xy, stride_z) or a "
+                             f"SliceWise() (datasets/__init__.py), got {self.procedure!r}")
 
     @property
     def model(self) -> str:
@@ -155,12 +213,12 @@ class DatasetDescription:
         return self.methods[key]
 
 
-def names() -> Tuple[str, ...]:
+def names() -> tuple[str, ...]:
     """The registered dataset names."""
     return tuple(REGISTRY)
 
 
-def get_dataset(dataset: "str | DatasetDescription") -> DatasetDescription:
+def get_dataset(dataset: str | DatasetDescription) -> DatasetDescription:
     """The description of ``dataset`` (a name, or a description, returned as it is).
 
     Raises:

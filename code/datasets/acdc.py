@@ -7,15 +7,17 @@ are the first of ``train_slices.list``. Model selection on the validation
 patients (``val.list``) every 200 iterations; validation and test slice by
 slice. The baselines' networks and weights are those of their public 2D code.
 """
-from typing import Any, Tuple
+from __future__ import annotations
+
+from typing import Any
 
 from dataloaders.acdc import ACDC, ACDC_NUM_CLASSES, acdc_volume_path
 from dataloaders.splits import labeled_slice_count
 from dataloaders.transforms import RandomGenerator
-from datasets import DatasetDescription, method_table
+from datasets import DatasetDescription, SliceWise, method_table
 
 
-def train_dataset(root: str, patch_size: Tuple[int, ...], cache: bool) -> Any:
+def train_dataset(root: str, patch_size: tuple[int, ...], cache: bool) -> Any:
     """The training slices with the released augmentation (rotation/flip, resize to the patch)."""
     return ACDC(base_dir=root, split="train", transform=RandomGenerator(tuple(patch_size)), cache=cache)
 
@@ -35,8 +37,10 @@ DESCRIPTION = DatasetDescription(
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 0.1, "urpc": 0.1, "mcnet": 0.1}, rampup=200.0,
         # the released 2D script computes SS-Net's w(t) from the iteration count before the increment
         options={"ssnet": {"ramp_after_increment": False}, "mcnet": {"seg_weight": 1.0}}),
+    # released test: no largest-component step, test.list names sorted, NIfTI spacing (1, 1, 10)
+    procedure=SliceWise(nms=False, sorted_cases=True, nii_spacing=(1.0, 1.0, 10.0)),
     # the released validation DataLoader's iterator draws one torch seed per validation
-    validation="slices", validation_draws=True, select="val", val_start=200,
+    validation_draws=True, select="val", val_start=200,
     select_help="model selection: val = best mean Dice on val.list (released), test = on test.list "
                 "(leaks the test set), last = final iterate",
     mismatch_hints={

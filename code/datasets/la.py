@@ -7,14 +7,16 @@ test cases every 200 iterations from 2000 (released); sliding-window
 validation and test. The baselines' networks and weights are those of their
 public 3D code.
 """
-from typing import Any, Tuple
+from __future__ import annotations
+
+from typing import Any
 
 from dataloaders.la_heart import LA_NUM_CLASSES, LAHeart, la_case_path
 from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor
-from datasets import DatasetDescription, method_table
+from datasets import DatasetDescription, SlidingWindow, method_table
 
 
-def train_dataset(root: str, patch_size: Tuple[int, ...], cache: bool) -> Any:
+def train_dataset(root: str, patch_size: tuple[int, ...], cache: bool) -> Any:
     """The training cases with the released augmentation: random rotation/flip, random crop."""
     return LAHeart(base_dir=root, split="train", cache=cache,
                    transform=Compose([RandomRotFlip(), RandomCrop(tuple(patch_size)), ToTensor()]))
@@ -32,7 +34,7 @@ DESCRIPTION = DatasetDescription(
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 1.0, "urpc": 0.1, "mcnet": 1.0}, rampup=40.0,
         # the released 3D script computes SS-Net's w(t) from the iteration count after the increment
         options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5}}),
-    validation="sliding_window", window_stride=(18, 4),
+    procedure=SlidingWindow(stride_xy=18, stride_z=4, nms=True),  # released test: largest component
     select="test", val_start=2000, val_num=8, holdout_from_train=True,
     select_help="model selection: test = best Dice on the test cases (released, leaks the test set), "
                 "val = best on the last --val_num training cases (held out), last = final iterate",

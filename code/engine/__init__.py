@@ -8,9 +8,10 @@ set-up), ``trainer`` (the training flags, the loop, one iteration
 in a snapshot folder, ``--overwrite``, the flags a resume must keep),
 ``guard`` (stopping a diverged run), ``stream`` (the batches of the sampler
 epochs and the RNG states of an exact resume), ``speed`` (``--tf32``,
-``--amp``, ``--channels_last``, ``--compile``), ``evaluation`` and
-``reports`` (the test scripts: flags, checkpoint lookup, ``--which``,
-``--expect``, result files), ``inference`` (sliding-window and slice
+``--amp``, ``--channels_last``, ``--compile``), ``evaluation`` (a whole
+test run for any dataset description: ``test_main``, flags, checkpoint lookup,
+``--which``, ``--expect``), ``testing`` (the test procedure of each procedure
+type), ``reports`` (the result files), ``inference`` (sliding-window and slice
 inference, validation), ``checkpoints`` (atomic writes, weights-only
 loading), ``visualize`` (tensorboard images), ``host_memory`` (CPU allocator
 setting).

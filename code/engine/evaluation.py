@@ -1,28 +1,37 @@
-"""What test_la.py and test_acdc.py share: their common flags, the device, the
-snapshot layout, where the checkpoint and the results are, and the test log file."""
+"""The test scripts' whole run for any dataset description (:func:`test_main`): the
+common flags, the device, the snapshot layout, where the checkpoint and the results
+are, the test log file and ``--expect``. ``test_la.py`` / ``test_acdc.py`` are
+:func:`test_main` with the LA / ACDC description; the per-case procedure, its own
+flags and how ``test.list`` is read come from the type of the description's
+``procedure`` (:mod:`engine.testing`)."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from collections.abc import Callable, Sequence
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from datasets import get_dataset
+from dataloaders.h5io import check_files
+from datasets import DatasetDescription, get_dataset
 from methods import METHODS, get_method
 from networks.net_factory import resolve_device
 from engine.checkpoints import require_checkpoint
 from engine.inference import AMP_MODES, check_amp
 from engine.speed import set_tf32
 from engine.run import REPO_ROOT, add_log_file, device_from_flags, snapshot_dir
+from engine.testing import read_cases, test_procedure
 from utils.metrics import EMPTY_POLICIES
 
 
-def add_common_args(p: argparse.ArgumentParser, dataset: str) -> None:
-    """The flags both test scripts have (reference names kept): which run and
+def add_common_args(p: argparse.ArgumentParser, dataset: str | DatasetDescription) -> None:
+    """The flags every test script has (reference names kept): which run and
     checkpoint, where results go, the device, autocast and the empty-prediction policy;
     the defaults of ``--labelnum`` and ``--model`` are the dataset description's."""
     d = get_dataset(dataset)
+    dataset = d.name
     units, labelnum, model = d.labelnum_unit, d.labelnum, d.model
     p.add_argument("--exp", default=None,
                    help="experiment name of the snapshot folder; default: the method's name (SSNet, UAMT, SASSNet, "
@@ -65,11 +74,12 @@ RESULT_DIRS = {"best": "test", "last": "test_last"}
 
 
 def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                       dataset: str) -> list[tuple[str, torch.device, str, str]]:
+                       dataset: str | DatasetDescription) -> list[tuple[str, torch.device, str, str]]:
     """Check the common flags (errors go through ``parser.error``) and return one
     ``(which, device, checkpoint path, results folder)`` per checkpoint to test
     (``--which both``: best, then last); a missing checkpoint fails here, naming
     the path tried, before any work."""
+    dataset = get_dataset(dataset).name
     try:
         device = resolve_device(device_from_flags(args.device, args.gpu))
         check_amp(args.amp, device)
@@ -101,8 +111,9 @@ def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace
     return jobs
 
 
-def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device, str, str]], dataset: str,
-                    num_cases: int, evaluate) -> dict:
+def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device, str, str]],
+                    dataset: str | DatasetDescription, num_cases: int,
+                    evaluate: Callable[[torch.nn.Module, str, dict], dict]) -> dict:
     """Test every ``(which, device, checkpoint, out_dir)`` of :func:`prepare_evaluation`.
 
     For each: the log file ``<out_dir>/test_log.txt``, the method's test network
@@ -117,6 +128,8 @@ def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device
     from methods import build_test_model
     from engine.checkpoints import load_weights
 
+    description = get_dataset(dataset)
+    dataset = description.name
     logger = logging.getLogger(f"test_{dataset.lower()}")
     expected = load_expected(args.expect, dataset) if args.expect else None
     summaries = {}
@@ -125,7 +138,7 @@ def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device
         handlers = add_log_file(os.path.join(out_dir, "test_log.txt"))
         try:
             logger.info("Arguments: %s", vars(args))
-            model = build_test_model(args.method, dataset, args.num_classes, device, args.model)
+            model = build_test_model(args.method, description, args.num_classes, device, args.model)
             load_weights(model, ckpt, device)
             logger.info("Evaluating the %s checkpoint %s on %d %s test volumes from %s on %s; results go to %s",
                         which, ckpt, num_cases, dataset, args.root_path, device, out_dir)
@@ -145,6 +158,65 @@ def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device
     if len(summaries) > 1:
         first["last"] = summaries["last"]
     return first
+
+
+def build_parser(d: DatasetDescription, doc: str | None = None) -> argparse.ArgumentParser:
+    """The test flags of dataset ``d`` (``doc``: the script's docstring, whose first paragraph
+    heads ``--help``): ``--root_path``, the common flags, ``--num_classes``, then the flags of
+    the description's test procedure (:mod:`engine.testing`)."""
+    proc = test_procedure(d)
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root_path", default=os.path.join(REPO_ROOT, d.root_path),
+                   help=f"{d.name} folder with test.list and, for each <case> listed, "
+                        f"{d.case_path('', '<case>')}")
+    add_common_args(p, d)
+    p.add_argument("--num_classes", type=int, default=d.num_classes,
+                   help="output channels of the network (background included)")
+    proc.add_args(p, d)
+    return p
+
+
+def test_main(d: DatasetDescription, argv: Sequence[str] | None = None, doc: str | None = None) -> dict:
+    """A test script's ``main`` for dataset ``d``: parse ``argv`` (:func:`build_parser`), check the
+    flags (the common ones, then the procedure's), read the cases of ``<root_path>/test.list``,
+    check every test volume, then test the checkpoint(s) of ``--which`` with the description's
+    procedure, which writes ``metrics_per_case.csv``, ``performance.txt``, ``performance.json``
+    (and with ``--save_nii 1`` the NIfTI files) to each results folder.
+
+    Returns:
+        The (first) summary (see :func:`run_evaluations`).
+    """
+    proc = test_procedure(d)
+    parser = build_parser(d, doc)
+    args = parser.parse_args(argv)
+    jobs = prepare_evaluation(parser, args, d)
+    proc.check(parser, args)
+    cases = read_cases(os.path.join(args.root_path, "test.list"), d.procedure.sorted_cases)
+    # every test volume checked before the first is evaluated
+    check_files([d.case_path(args.root_path, c) for c in cases], d.num_classes, 3, desc="check test data")
+
+    def run(model: torch.nn.Module, out_dir: str, extra_info: dict) -> dict:
+        with logging_redirect_tqdm():  # log lines do not break the progress bar
+            return proc.evaluate(d, model, args, cases, out_dir, extra_info)
+
+    return run_evaluations(args, jobs, d, len(cases), run)
+
+
+test_main.__test__ = False  # a library function, not a pytest test
+
+
+def script_functions(d: DatasetDescription, doc: str | None = None) -> tuple[
+        Callable[[], argparse.ArgumentParser], Callable[..., dict]]:
+    """A test script's ``build_parser()`` and ``main(argv)`` for dataset ``d`` (``doc``: the
+    script's docstring, its ``--help`` text)."""
+    def parser() -> argparse.ArgumentParser:
+        return build_parser(d, doc)
+
+    def main(argv: Sequence[str] | None = None) -> dict:
+        return test_main(d, argv, doc)
+
+    return parser, main
 
 
 def per_case_dice(per_case: list[dict]) -> dict[str, float]:

@@ -1,8 +1,7 @@
-"""What test_la.py and test_acdc.py share around their per-case procedures: the
-result files (``metrics_per_case.csv``, ``performance.txt``, ``performance.json``),
-the summary dict, and the script's ``main``.
+"""What the test procedures (:mod:`engine.testing`) share: the result files
+(``metrics_per_case.csv``, ``performance.txt``, ``performance.json``) and the summary dict.
 
-Each script keeps its flags, its per-case loop and the lines that differ (the
+Each procedure keeps its per-case loop and the lines that differ (the
 performance.txt metric lines, the empty-prediction line, its summary entries).
 """
 from __future__ import annotations
@@ -12,20 +11,11 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from tqdm.contrib.logging import logging_redirect_tqdm
-
-from dataloaders.h5io import check_files
-from datasets import get_dataset
-from engine.evaluation import prepare_evaluation, run_evaluations
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
-
-#: ``evaluate(model, args, cases, out_dir, extra_info) -> summary``: a script's per-case procedure
-Procedure = Callable[[torch.nn.Module, argparse.Namespace, list[str], str, dict], dict]
 
 
 def prediction_dir(out_dir: str, save_nii: bool) -> str:
@@ -97,24 +87,3 @@ def write_reports(out_dir: str, summary: dict, columns: Sequence[str], txt_lines
     logger.info("Wrote %s, %s and %s", perf_path, csv_path, json_path)
     summary.update(csv=csv_path, performance_txt=perf_path, performance_json=json_path)
     return summary
-
-
-def run_test_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, dataset: str,
-                  read_cases: Callable[[str], list[str]], evaluate: Procedure,
-                  check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = None) -> dict:
-    """A test script's ``main``: parse ``argv``, check the flags (the common ones, then ``check``),
-    read the cases with ``read_cases(<root_path>/test.list)`` and test the checkpoint(s) of
-    ``--which`` with ``evaluate``; returns the (first) summary (see ``run_evaluations``)."""
-    args = parser.parse_args(argv)
-    jobs = prepare_evaluation(parser, args, dataset)
-    if check is not None:
-        check(parser, args)
-    cases = read_cases(os.path.join(args.root_path, "test.list"))
-    d = get_dataset(dataset)  # every test volume checked before the first is evaluated
-    check_files([d.case_path(args.root_path, c) for c in cases], d.num_classes, 3, desc="check test data")
-
-    def run(model: torch.nn.Module, out_dir: str, extra_info: dict) -> dict:
-        with logging_redirect_tqdm():  # log lines do not break the progress bar
-            return evaluate(model, args, cases, out_dir, extra_info)
-
-    return run_evaluations(args, jobs, dataset, len(cases), run)

@@ -4,9 +4,10 @@ description (:mod:`datasets`).
 
 What differs between datasets is read from the description:
 
-* the flags' defaults, and the validation procedure's own flags
-  (:data:`VALIDATIONS`: ``sliding_window`` adds ``--stride_xy`` / ``--stride_z``,
-  ``slices`` adds ``--val_batch``); ``--lr_step`` where the schedule has steps;
+* the flags' defaults, and the validation procedure's own flags (:data:`VALIDATIONS`,
+  keyed by the type of the description's ``procedure``: :class:`~datasets.SlidingWindow`
+  adds ``--stride_xy`` / ``--stride_z``, :class:`~datasets.SliceWise` adds
+  ``--val_batch``); ``--lr_step`` where the schedule has steps;
 * the training set, its labeled part and the two-stream sampler
   (:func:`build_loader`);
 * the validation cases (:func:`validation_names`) and the scalars logged;
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, SubsetRandomSampler
 
-from datasets import DatasetDescription
+from datasets import DatasetDescription, SliceWise, SlidingWindow
 from dataloaders.h5io import check_files
 from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed, seed_everything
 from dataloaders.splits import read_list
@@ -39,9 +40,9 @@ Validate = Callable[[torch.nn.Module], Tuple[float, Dict[str, float]]]
 
 
 def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
-    xy, z = d.window_stride
-    p.add_argument("--stride_xy", type=int, default=xy, help="validation sliding-window stride in x and y")
-    p.add_argument("--stride_z", type=int, default=z, help="validation sliding-window stride in z")
+    p.add_argument("--stride_xy", type=int, default=d.procedure.stride_xy,
+                   help="validation sliding-window stride in x and y")
+    p.add_argument("--stride_z", type=int, default=d.procedure.stride_z, help="validation sliding-window stride in z")
 
 
 def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -> Validate:
@@ -81,19 +82,24 @@ class ValidationProcedure:
     image_fn: Callable[..., None]
 
 
-#: ``DatasetDescription.validation`` -> procedure
-VALIDATIONS = {
-    "sliding_window": ValidationProcedure(_sliding_window_args, _sliding_window, add_volume_snapshot),
-    "slices": ValidationProcedure(_slices_args, _slices, add_slice_snapshot),
+#: type of ``DatasetDescription.procedure`` -> its validation procedure
+VALIDATIONS: Dict[type, ValidationProcedure] = {
+    SlidingWindow: ValidationProcedure(_sliding_window_args, _sliding_window, add_volume_snapshot),
+    SliceWise: ValidationProcedure(_slices_args, _slices, add_slice_snapshot),
 }
 
 
 def procedure(d: DatasetDescription) -> ValidationProcedure:
-    if d.validation not in VALIDATIONS:
-        raise ValueError(f"dataset {d.name}: unknown validation {d.validation!r}; one of {', '.join(VALIDATIONS)}")
-    if d.validation == "sliding_window" and d.window_stride is None:
-        raise ValueError(f"dataset {d.name}: validation='sliding_window' needs window_stride=(xy, z)")
-    return VALIDATIONS[d.validation]
+    """The validation procedure of ``d`` (by the type of ``d.procedure``).
+
+    Raises:
+        ValueError: a procedure type without a validation here.
+    """
+    kind = type(d.procedure)
+    if kind not in VALIDATIONS:
+        raise ValueError(f"dataset {d.name}: no validation for procedure {kind.__name__}; one of "
+                         f"{', '.join(k.__name__ for k in VALIDATIONS)} (engine/training.py VALIDATIONS)")
+    return VALIDATIONS[kind]
 
 
 def build_parser(d: DatasetDescription, description: Optional[str] = None) -> argparse.ArgumentParser:
