@@ -27,7 +27,7 @@ def train_dataset(root, patch_size, cache):
 
 DESCRIPTION = DatasetDescription(
     name="Toy", num_classes=2, class_names=("organ",), spatial_dims=3, root_path="data/Toy",
-    case_path=la_case_path, train_dataset=train_dataset, labelnum=2, labelnum_help="labeled cases",
+    case_path=la_case_path, train_dataset=train_dataset, labelnum=2,
     patch_size=(32, 32, 16), batch_size=2, labeled_bs=1, max_iterations=3,
     consistency=0.5, consistency_rampup=1.0, magnitude=2.0, vat_distance="dice", dice="foreground",
     methods=method_table({"ssnet": "VNet", "mcnet": "mcnet3d_v1"}, {"mcnet": 0.3}, rampup=1.0,

@@ -134,7 +134,9 @@ class DatasetDescription:
         item: what one training item is (``"cases"``, ``"slices"``), for messages.
         case_path: ``(root, name) -> path`` of a validation/test volume's h5 file (a name of
             ``test.list`` / ``val.list``).
-        labelnum, labelnum_help: default ``--labelnum`` and its help text.
+        labelnum: default ``--labelnum``.
+        labelnum_shares: ``--labelnum`` values of the paper's tables and the share of the
+            training set they label (``{4: "5%", 8: "10%", 80: "all"}``), for ``--help``.
         labelnum_unit: what ``--labelnum`` counts (``"cases"``, ``"patients"``).
         labeled_items: ``(root, labelnum) -> n``: how many leading training items are labeled.
         train_dataset: ``(root, patch_size, cache) -> Dataset`` of the training items with
@@ -147,7 +149,8 @@ class DatasetDescription:
         dice: the supervised Dice form: ``"foreground"`` (binary Dice of channel 1)
             or ``"classes"`` (mean over the C classes, one-hot targets).
         methods: ``--method`` key -> :class:`MethodSetting`.
-        select, select_help, val_num, val_start: model selection defaults.
+        select, val_num, val_start: model selection defaults (``select`` is the released
+            code's choice).
         holdout_from_train: ``--select val`` holds out the last ``--val_num``
             training items (True) or reads ``val.list`` (False).
         procedure: the validation and test procedure with its facts, a
@@ -169,7 +172,6 @@ class DatasetDescription:
     case_path: Callable[[str, str], str]
     train_dataset: Callable[[str, tuple[int, ...], bool], Any]
     labelnum: int
-    labelnum_help: str
     patch_size: tuple[int, ...]
     batch_size: int
     labeled_bs: int
@@ -188,7 +190,7 @@ class DatasetDescription:
     labelnum_unit: str = "cases"
     labeled_items: Callable[[str, int], int] = first_items
     lr_step: int | None = None
-    select_help: str = "model selection: val, test or last (final iterate)"
+    labelnum_shares: Mapping[int, str] = field(default_factory=dict)
     val_num: int = 0
     holdout_from_train: bool = False
     validation_draws: bool = False

@@ -28,7 +28,7 @@ DESCRIPTION = DatasetDescription(
     # training items are slices; --labelnum counts patients, whose slices lead train_slices.list
     train_list="train_slices.list", item="slices", train_dataset=train_dataset, labelnum=3,
     labelnum_unit="patients", labeled_items=labeled_slice_count,
-    labelnum_help="labeled PATIENTS (3 = 5%%, 7 = 10%%, 70 = all)",
+    labelnum_shares={3: "5%", 7: "10%", 70: "all"},
     patch_size=(256, 256), batch_size=24, labeled_bs=12, max_iterations=30000,  # constant learning rate
     consistency=0.1, consistency_rampup=200.0, magnitude=6.0, vat_distance="class_dice", dice="classes",
     methods=method_table(
@@ -41,8 +41,6 @@ DESCRIPTION = DatasetDescription(
     procedure=SliceWise(nms=False, sorted_cases=True, nii_spacing=(1.0, 1.0, 10.0)),
     # the released validation DataLoader's iterator draws one torch seed per validation
     validation_draws=True, select="val", val_start=200,
-    select_help="model selection: val = best mean Dice on val.list (released), test = on test.list "
-                "(leaks the test set), last = final iterate",
     mismatch_hints={
         "images": "other h5 files (ACDC: slices of the SSL4MIS h5 distribution, intensities min-max scaled per "
                   "volume), or volumes whose slices are in another order",

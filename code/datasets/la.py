@@ -25,7 +25,7 @@ def train_dataset(root: str, patch_size: tuple[int, ...], cache: bool) -> Any:
 DESCRIPTION = DatasetDescription(
     name="LA", num_classes=LA_NUM_CLASSES, class_names=("LA",), spatial_dims=3, layout="LA",
     root_path="data/LA", case_path=la_case_path, train_dataset=train_dataset,
-    labelnum=4, labelnum_help="labeled cases (4 = 5%%, 8 = 10%%, 80 = all)",
+    labelnum=4, labelnum_shares={4: "5%", 8: "10%", 80: "all"},
     patch_size=(112, 112, 80), batch_size=4, labeled_bs=2, max_iterations=15000, lr_step=2500,
     consistency=1.0, consistency_rampup=40.0, magnitude=10.0, vat_distance="dice", dice="foreground",
     methods=method_table(
@@ -36,8 +36,6 @@ DESCRIPTION = DatasetDescription(
         options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5}}),
     procedure=SlidingWindow(stride_xy=18, stride_z=4, nms=True),  # released test: largest component
     select="test", val_start=2000, val_num=8, holdout_from_train=True,
-    select_help="model selection: test = best Dice on the test cases (released, leaks the test set), "
-                "val = best on the last --val_num training cases (held out), last = final iterate",
     mismatch_hints={
         "images": "a crop or normalisation other than the authors' h5 files (LA: cropped around the atrium with "
                   "a random 10-20 voxel margin, z-scored per volume; re-preprocessing raw scans gives other crops)",

@@ -60,7 +60,9 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
     p.add_argument("--exp", default=None,
                    help="experiment name (snapshot folder name part); default: the method's name, e.g. SSNet")
     p.add_argument("--model", default=d.model, help=f"SS-Net's network ({d.model} on {d.name})")
-    p.add_argument("--labelnum", type=int, default=d.labelnum, help=d.labelnum_help)
+    shares = ", ".join(f"{n} = {share}" for n, share in d.labelnum_shares.items())
+    p.add_argument("--labelnum", type=int, default=d.labelnum,
+                   help=f"labeled training {d.labelnum_unit}" + (f" ({shares})" if shares else "").replace("%", "%%"))
     p.add_argument("--max_iterations", "--max_iteration", dest="max_iterations", type=int,
                    default=d.max_iterations, help="training iterations")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="batch size (labeled + unlabeled)")
@@ -98,7 +100,11 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
                         "zero_grad(): filled with zeros, so a parameter a step leaves unused, e.g. the selector "
                         "of a class absent from the batch, still moves by momentum and weight decay) or none "
                         "(PyTorch >= 2.0's default set_to_none=True: unused parameters are skipped)")
-    p.add_argument("--select", choices=["test", "val", "last"], default=d.select, help=d.select_help)
+    val = (f"best on the last --val_num training {d.item} (held out)" if d.holdout_from_train
+           else "best mean Dice on val.list")
+    p.add_argument("--select", choices=["test", "val", "last"], default=d.select,
+                   help=f"model selection: val = {val}, test = best on the test cases (leaks the test set), "
+                        f"last = the final iterate; the released code: {d.select}")
     p.add_argument("--val_num", type=int, default=d.val_num,
                    help="with --select val: how many of the last training cases are held out for validation")
     p.add_argument("--val_start", type=int, default=d.val_start, help="first iteration that validates")
