@@ -28,6 +28,7 @@ gives each iteration's total loss from both logs (ours prints 4 decimals) and
 each validation's mean Dice; the exit status is 0 when every logged loss and
 validation Dice agree to the printed digits.
 """
+from __future__ import annotations
 import argparse
 import json
 import os
@@ -35,7 +36,6 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,10 +88,11 @@ OURS_LOSS = re.compile(r"iteration (\d+): loss ([-\d.eE]+)")
 OURS_VAL = re.compile(r"iteration (\d+): validation score ([-\d.eE]+)")
 
 
-def parse_log(path: str, loss_re: "re.Pattern[str]", val_re: "re.Pattern[str]") -> Tuple[Dict[int, float], Dict[int, float]]:
+def parse_log(path: str, loss_re: re.Pattern[str],
+              val_re: re.Pattern[str]) -> tuple[dict[int, float], dict[int, float]]:
     """Per-iteration total loss and per-validation score from a log file."""
-    losses: Dict[int, float] = {}
-    vals: Dict[int, float] = {}
+    losses: dict[int, float] = {}
+    vals: dict[int, float] = {}
     with open(path) as f:
         for line in f:
             m = loss_re.search(line)
@@ -144,17 +145,17 @@ def run_ours(args: argparse.Namespace) -> str:
     return os.path.join(model_root, f"ACDC_SSNet_{args.labelnum}_labeled", "unet", "log.txt")
 
 
-def agree(released: Optional[float], ours: Optional[float]) -> bool:
+def agree(released: float | None, ours: float | None) -> bool:
     """Equal to the printed digits: ours prints 4 decimals, the released script 6."""
     return released is not None and ours is not None and abs(released - ours) <= 0.5e-4 + 0.5e-6 + 1e-9
 
 
-def compare(released: Tuple[Dict[int, float], Dict[int, float]], ours: Tuple[Dict[int, float], Dict[int, float]],
-            every: int) -> Tuple[List[str], int]:
+def compare(released: tuple[dict[int, float], dict[int, float]], ours: tuple[dict[int, float], dict[int, float]],
+            every: int) -> tuple[list[str], int]:
     """Markdown rows and the number of disagreements (to the printed digits, see :func:`agree`)."""
     rows = ["| iteration | released loss | ours | equal |", "|---|---|---|---|"]
     bad = 0
-    first_bad: Optional[int] = None
+    first_bad: int | None = None
     for it in sorted(set(released[0]) | set(ours[0])):
         r, o = released[0].get(it), ours[0].get(it)
         same = agree(r, o)
@@ -177,7 +178,7 @@ def compare(released: Tuple[Dict[int, float], Dict[int, float]], ours: Tuple[Dic
     return rows, bad
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--released", required=True, help="a checkout of ycwu1997/SS-Net (holds code/train_ss_2d.py)")
     p.add_argument("--root_path", required=True, help="ACDC folder in the released layout (e.g. synthetic data)")

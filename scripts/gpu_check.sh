@@ -1,207 +1,195 @@
 #!/usr/bin/env bash
-# GPU check: one command for a lent GPU, under 8 minutes on an H100/H200; every check prints one
-# line PASS or FAIL (also in RESULTS_DIR/summary.txt); the exit status is non-zero on any FAIL.
+# GPU check (issue 20): one command for a lent GPU, decisive in ONE run of at most 8 minutes on an
+# H100/H200, cold start included. Every check prints one line PASS, FAIL or INFO with its number
+# (also in RESULTS_DIR/summary.txt and summary.json); the exit status is non-zero on any FAIL.
 #
 #   bash scripts/gpu_check.sh [RESULTS_DIR]        # default: gpu_results/
 #
-#   imports   every module a run needs is importable (the GPU machine has no network: this is
-#             checked first, with python, else python3, and what is missing is named)
-#   parity    CPU vs CUDA, one SS-Net step at 64x64x48 (dropout off, TF32 off): identical VAT
-#             noise, losses within 1e-4 relative, parameters after the step within 1e-4
-#   syncs     host-device syncs of one SS-Net iteration (torch.cuda.set_sync_debug_mode) <= 4
-#   resume    train_la.py 4 iterations then --resume to 6 == a straight 6 (1e-6; --deterministic 2)
-#   step_*    benchmark.py at 112x112x80 batch 4: default (fp32, --deterministic 1) <= 110 ms,
-#             TF32 + cudnn.benchmark, bf16 + channels-last <= 60 ms; ACDC 256x256 batch 24 (info);
-#             peak memory and validation throughput at --sw_batch 1/4/8, warmed on the same volume
-#   loader    100 iterations of train_la.py with the default loader: loader wait <= 5 % of wall time
-#   full_run  a full LA run (15000 iterations + 66 validations) projected in bf16 <= 25 min
-#   compile   --compile does not recompile after iteration 2
+# Stages, in this order, each under its own timeout (and what is left of DEADLINE_S); ESTIMATED
+# H100 times in brackets (not yet measured; about 425 s in all, the rest of the 480 s is slack):
+#   imports         every module a run needs, and a visible GPU (else exit 2 at once, nothing run) [5 s]
+#   parity          CPU vs CUDA, one SS-Net step at 64x64x48 (dropout off, same weights, batch and VAT
+#                   noise): loss terms, every parameter gradient, BatchNorm running statistics; TF32 off
+#                   <= 1e-4 relative, TF32 on <= 1e-2 (scripts/gpu_checks.py says why) [25 s]
+#   syncs           host-device syncs of one SS-Net iteration <= 4 (set_sync_debug_mode) [15 s]
+#   synthetic_data  15 synthetic LA cases of about 128x128x96 for the runs below [10 s]
+#   resume          train_la.py --deterministic 1 at 112x112x80, --labelnum 8 (a sampler epoch is 4
+#                   iterations), --consistency_rampup 0 (w(t) = 1 from the start): 10 iterations straight
+#                   vs 6 + --resume to 10 (stopped mid-epoch, the resumed part crosses an epoch end; the
+#                   straight run and the first part run side by side); weights, optimiser, prototype memory,
+#                   RNG states and loader position against what level 1 guarantees here (a determinism
+#                   probe decides: bit-identical, or within 1e-3 where atomics make level 1 vary) [50 s]
+#   step_la_fp32    benchmark.py at 112x112x80 batch 4, fp32 (--tf32 0, --deterministic 1): step
+#                   <= 110 ms, peak memory, phases from torch.profiler, validation at --sw_batch 1/4/8 [30 s]
+#   step_la_tf32    the same with --tf32 1 (information) [15 s]
+#   step_la_bf16    --amp bf16 alone (information) [15 s]
+#   step_la_fast    --amp bf16 --deterministic 0 --channels_last on: step <= 50 ms, validation at 4 [30 s]
+#   step_acdc       ACDC 256x256 batch 24 (information) [20 s]
+#   loader          100 iterations of train_la.py (defaults, --labelnum 4): loader wait <= 2 % [30 s]
+#   profile         torch.profiler over 10 iterations of the real train_la.py loop (Trainer, loader,
+#                   method of engine.training) in the default and the fast setting: GPU busy share
+#                   (fast >= 90 %), device time, top kernels, host stalls (cudaStreamSynchronize,
+#                   cudaMemcpyAsync, item/nonzero) [60 s]
+#   compile         --compile: compile time, recompilation after iteration 2 (none allowed), step [120 s]
+#   summary         the targets above; a full LA run (15000 iterations + 66 validations of 20 volumes)
+#                   projected from the measured step, loader wait and validation: <= 30 min default,
+#                   <= 15 min fast; then how long each stage took.
 #
-# Environment: PYTHON (default python, else python3), DEADLINE_S (default 480),
-# GPU_CHECK_SMOKE=1 runs what it can on the CPU at toy sizes, to check the script itself.
+# Environment: PYTHON (default python, else python3), DEADLINE_S (default 480: the whole script),
+# GPU_CHECK_SMOKE=1 runs every stage at toy sizes on the CPU (with OMP_NUM_THREADS=1 unless set),
+# to check the script and the Python code paths: the targets are then reported as INFO, not applied.
 set -uo pipefail
 
+START=$SECONDS
 DEADLINE_S=${DEADLINE_S:-480}
 SMOKE=${GPU_CHECK_SMOKE:-0}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_ARG=${1:-gpu_results}
 
-# ---------------------------------------------------------------------------- python and imports
+# ---------------------------------------------------------------------------- python, imports, the GPU
 PYTHON=${PYTHON:-}
 if [[ -z "$PYTHON" ]]; then
     if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
 fi
 command -v "$PYTHON" >/dev/null 2>&1 || { echo "gpu_check.sh: error: neither python nor python3 is on PATH" >&2; exit 2; }
 cd "$REPO" || exit 1
-if ! imports=$("$PYTHON" scripts/gpu_checks.py imports 2>&1); then
-    echo "$imports" >&2
+PRE=$(mktemp -d) || exit 1
+trap 'rm -rf "$PRE"' EXIT
+if [[ "$SMOKE" == "1" ]]; then
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 2 threads on a shared 2-core machine spin far slower
+    echo "gpu_check.sh: GPU_CHECK_SMOKE=1: toy sizes on the CPU, to check the script only" >&2
+    DEVICE=cpu; NEED_GPU=()
+else
+    DEVICE=cuda; NEED_GPU=(--require_cuda)
+fi
+imports_start=$SECONDS
+"$PYTHON" scripts/gpu_checks.py imports "${NEED_GPU[@]}" --json "$PRE/imports.jsonl" --env "$PRE/env.json" \
+    > "$PRE/imports.log" 2>&1
+rc=$?
+if ((rc == 3)); then
+    echo "gpu_check.sh: error: $(tail -1 "$PRE/imports.log")." >&2
+    echo "Run it on a machine with an NVIDIA GPU and a CUDA build of PyTorch (check nvidia-smi and" >&2
+    echo "CUDA_VISIBLE_DEVICES); nothing was run." >&2
+    exit 2
+elif ((rc != 0)); then
+    cat "$PRE/imports.log" >&2
     echo "gpu_check.sh: error: install what is missing (pip install -r requirements.txt) and run again; nothing else was run." >&2
     exit 2
-fi
-
-# ---------------------------------------------------------------------------- fail fast without a GPU
-if [[ "$SMOKE" != "1" ]]; then
-    if ! probe=$("$PYTHON" -c 'import torch, sys
-ok = torch.cuda.is_available() and torch.cuda.device_count() > 0
-print(torch.cuda.get_device_name(0) if ok else f"torch {torch.__version__}, CUDA build {torch.version.cuda}")
-sys.exit(0 if ok else 1)' 2>&1); then
-        echo "gpu_check.sh: error: no CUDA GPU is visible ($probe)." >&2
-        echo "Run it on a machine with an NVIDIA GPU and a CUDA build of PyTorch (check nvidia-smi and" >&2
-        echo "CUDA_VISIBLE_DEVICES); nothing was run." >&2
-        exit 2
-    fi
-    DEVICE=cuda
-else
-    echo "gpu_check.sh: GPU_CHECK_SMOKE=1: toy sizes on the CPU, to check the script only" >&2
-    DEVICE=cpu
 fi
 
 mkdir -p "$RESULTS_ARG/logs" || { echo "gpu_check.sh: error: cannot create $RESULTS_ARG" >&2; exit 1; }
 RESULTS=$(cd "$RESULTS_ARG" && pwd)
 VERDICTS="$RESULTS/verdicts.jsonl"
-: > "$VERDICTS"
+STAGES="$RESULTS/stages.tsv"
+cp "$PRE/imports.jsonl" "$VERDICTS"
+cp "$PRE/env.json" "$RESULTS/env.json"
+cp "$PRE/imports.log" "$RESULTS/logs/imports.log"
+printf 'imports\t%d\tok\n' $((SECONDS - imports_start)) > "$STAGES"
+cat "$RESULTS/logs/imports.log"
 
+# ---------------------------------------------------------------------------- sizes
 if [[ "$SMOKE" == "1" ]]; then
-    LA_PATCH=(32 32 16); ACDC_PATCH=(64 64); ACDC_BATCH=(--batch_size 4 --labeled_bs 2)
-    BENCH_ITERS=(--iters 2 --warmup 1); SYNTH_SIZE=(40 40 24); LOADER_ITERS=4; STRIDES=(--stride_xy 16 --stride_z 16)
+    LA_PATCH=(16 16 16); ACDC=(--patch_size 32 32 --batch_size 4 --labeled_bs 2 --slices 2)
+    CHECK_PATCH=(16 16 16); SYNTH_SIZE=(20 20 18)
+    BENCH=(--iters 1 --warmup 1); PROFILED=(--profile_iters 1); VOLUME=(--volume 24 24 20 --stride_xy 8 --stride_z 4)
+    RESUME_ITERS=(5 3); LOADER_ITERS=4; WORKERS=1; PROFILE=(--warmup 1 --iters 3); COMPILE=(--iters 2 --backend eager)
+    SMOKE_FLAG=(--smoke)
 else
-    LA_PATCH=(112 112 80); ACDC_PATCH=(256 256); ACDC_BATCH=(--batch_size 24 --labeled_bs 12)
-    BENCH_ITERS=(--iters 10 --warmup 3); SYNTH_SIZE=(128 128 96); LOADER_ITERS=100; STRIDES=(--stride_xy 18 --stride_z 4)
+    LA_PATCH=(112 112 80); ACDC=(--patch_size 256 256 --batch_size 24 --labeled_bs 12)
+    CHECK_PATCH=(64 64 48); SYNTH_SIZE=(128 128 96)
+    BENCH=(--iters 10 --warmup 3); PROFILED=(--profile_iters 2); VOLUME=()
+    RESUME_ITERS=(10 6); LOADER_ITERS=100; WORKERS=4; PROFILE=(--warmup 3 --iters 11); COMPILE=(--iters 5)
+    SMOKE_FLAG=()
 fi
-START=$SECONDS
 
 # run_stage NAME CAP_S CMD...: CMD under `timeout` (CAP_S, and what is left of DEADLINE_S), output to
-# logs/NAME.log; a stage that fails, times out or does not fit is a FAIL line.
+# logs/NAME.log, its verdict lines echoed; a stage that fails, times out or does not fit is a FAIL
+# line; its time goes to stages.tsv.
 run_stage() {
     local name=$1 cap=$2; shift 2
     local left=$((DEADLINE_S - (SECONDS - START)))
     local limit=$((cap < left ? cap : left))
     if ((limit < 10)); then
         fail "$name" "not run: ${left} s left of the ${DEADLINE_S} s budget"
+        printf '%s\t0\tnot run\n' "$name" >> "$STAGES"
         return 1
     fi
     echo "[gpu_check] $name (limit ${limit} s) ..." >&2
+    local t0=$SECONDS
     timeout --kill-after=10 "$limit" "$@" > "$RESULTS/logs/$name.log" 2>&1
-    local rc=$?
+    local rc=$? status=ok
+    grep -E '^(PASS|FAIL|INFO) [a-z0-9_]+: ' "$RESULTS/logs/$name.log"
     if ((rc != 0)); then
-        fail "$name" "$( ((rc == 124 || rc == 137)) && echo "timed out after ${limit} s" || echo "exit status $rc") (logs/$name.log)"
-        return 1
+        if ((rc == 124 || rc == 137)); then status="timed out"; else status="exit $rc"; fi
+        fail "$name" "$status after $((SECONDS - t0)) s (limit ${limit} s; logs/$name.log)"
     fi
+    printf '%s\t%d\t%s\n' "$name" $((SECONDS - t0)) "$status" >> "$STAGES"
+    [[ "$status" == ok ]]
 }
-fail() { "$PYTHON" -c 'import json, sys; print(json.dumps({"check": sys.argv[1], "pass": False, "detail": sys.argv[2]}))' "$1" "$2" >> "$VERDICTS"; echo "FAIL $1: $2"; }
+fail() {
+    "$PYTHON" -c 'import json, sys; print(json.dumps({"check": sys.argv[1], "pass": False, "detail": sys.argv[2]}))' \
+        "$1" "$2" >> "$VERDICTS"
+    echo "FAIL $1: $2"
+}
+# shell_of FUNC VAR...: a bash -c script that defines the VARs (arrays too) and FUNC, then runs FUNC
+# (so that a stage of several commands runs under `timeout` like any other)
+shell_of() {
+    local f=$1; shift
+    printf '%s\n%s\n%s\n' "$(declare -p "$@")" "$(declare -f "$f")" "$f"
+}
+CHECK=("$PYTHON" scripts/gpu_checks.py)
+COMMON=(--device "$DEVICE" --json "$VERDICTS" "${SMOKE_FLAG[@]}")
 
-# ---------------------------------------------------------------------------- checks
-"$PYTHON" scripts/gpu_checks.py imports --json "$VERDICTS" > /dev/null
-if [[ "$SMOKE" != "1" ]]; then
-    run_stage parity 90 "$PYTHON" scripts/gpu_checks.py parity --device "$DEVICE" --json "$VERDICTS" && tail -1 "$RESULTS/logs/parity.log"
-    run_stage syncs 60 "$PYTHON" scripts/gpu_checks.py syncs --device "$DEVICE" --json "$VERDICTS" && tail -1 "$RESULTS/logs/syncs.log"
-fi
+# ---------------------------------------------------------------------------- correctness
+run_stage parity 90 "${CHECK[@]}" parity "${COMMON[@]}" --patch_size "${CHECK_PATCH[@]}"
+run_stage syncs 60 "${CHECK[@]}" syncs "${COMMON[@]}" --patch_size "${CHECK_PATCH[@]}"
 
 DATA="$RESULTS/data_la"
-run_stage synthetic_data 40 "$PYTHON" code/dataloaders/synthetic.py --dataset LA --out "$DATA" --cases 10 \
+run_stage synthetic_data 40 "$PYTHON" code/dataloaders/synthetic.py --dataset LA --out "$DATA" --cases 15 \
     --seed 0 --size "${SYNTH_SIZE[@]}"
 
-# resume: straight 6 vs 4 + --resume to 6, bit for bit up to 1e-6
-RES_FLAGS=(--root_path "$DATA" --device "$DEVICE" --patch_size "${LA_PATCH[@]}" --labelnum 4 --select last
-           --deterministic 2 --save_interval 2)
-run_stage resume 150 bash -c "set -e
-  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 6 --model_root '$RESULTS/resume_a' --overwrite
-  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 4 --model_root '$RESULTS/resume_b' --overwrite
-  $PYTHON code/train_la.py ${RES_FLAGS[*]} --max_iterations 6 --model_root '$RESULTS/resume_b' --resume
-  $PYTHON - '$RESULTS' <<'EOF'
-import json, sys, torch
-res = sys.argv[1]
-a, b = (torch.load(f'{res}/resume_{r}/LA_SSNet_4_labeled/VNet/last.pth', map_location='cpu', weights_only=True)
-        for r in 'ab')
-err = max(float((a['model'][k].float() - b['model'][k].float()).abs().max()) for k in a['model'])
-ok = err <= 1e-6 and a['iter_num'] == b['iter_num'] == 6
-line = {'check': 'resume', 'pass': ok, 'detail': f'max weight difference after 6 iterations {err:.2e} (<= 1e-6)'}
-print(('PASS' if ok else 'FAIL') + ' resume: ' + line['detail'])
-open(f'{res}/verdicts.jsonl', 'a').write(json.dumps(line) + '\n')
-EOF" && tail -1 "$RESULTS/logs/resume.log"
+# resume: RESUME_ITERS[0] iterations straight vs RESUME_ITERS[1] + --resume (mid sampler epoch)
+RUN_MATH=(--deterministic 1 --consistency_rampup 0)
+RES_FLAGS=(--root_path "$DATA" --device "$DEVICE" --patch_size "${LA_PATCH[@]}" --labelnum 8 --select last
+           --save_interval 1000 --num_workers "$WORKERS" "${RUN_MATH[@]}")
+resume_runs() {
+    set -e
+    # the uninterrupted run (its log: logs/resume_straight.log) and the first part run side by side
+    "$PYTHON" code/train_la.py "${RES_FLAGS[@]}" --max_iterations "${RESUME_ITERS[0]}" --model_root "$RESULTS/resume_a" \
+        --overwrite > "$RESULTS/logs/resume_straight.log" 2>&1 &
+    local straight=$!
+    "$PYTHON" code/train_la.py "${RES_FLAGS[@]}" --max_iterations "${RESUME_ITERS[1]}" --model_root "$RESULTS/resume_b" --overwrite
+    wait "$straight" || { echo "the uninterrupted run failed (logs/resume_straight.log)"; return 1; }
+    "$PYTHON" code/train_la.py "${RES_FLAGS[@]}" --max_iterations "${RESUME_ITERS[0]}" --model_root "$RESULTS/resume_b" --resume
+    "${CHECK[@]}" resume "${COMMON[@]}" --patch_size "${LA_PATCH[@]}" --labelnum 8 \
+        --runs "$RESULTS/resume_a" "$RESULTS/resume_b" --train_flags "${RUN_MATH[*]}"
+}
+run_stage resume 150 bash -c "$(shell_of resume_runs PYTHON RESULTS RES_FLAGS RESUME_ITERS CHECK COMMON LA_PATCH RUN_MATH)"
 
-# step times, peak memory, validation throughput
-LA_BENCH=(--setting la --device "$DEVICE" --patch_size "${LA_PATCH[@]}" --batch_size 4 --labeled_bs 2
-          "${BENCH_ITERS[@]}" --skip_loader)
-run_stage step_la_default 90 "$PYTHON" code/benchmark.py "${LA_BENCH[@]}" --sw_batch 1 4 8 --json "$RESULTS/bench_la_default.json"
-run_stage step_la_tf32 90 "$PYTHON" code/benchmark.py "${LA_BENCH[@]}" --skip_inference --json "$RESULTS/bench_la_tf32.json" -- --deterministic 0
-run_stage step_la_bf16 90 "$PYTHON" code/benchmark.py "${LA_BENCH[@]}" --amp bf16 --sw_batch 4 --json "$RESULTS/bench_la_bf16.json" -- --deterministic 0 --channels_last on
-run_stage step_acdc_default 90 "$PYTHON" code/benchmark.py --setting acdc --device "$DEVICE" --patch_size "${ACDC_PATCH[@]}" \
-    "${ACDC_BATCH[@]}" "${BENCH_ITERS[@]}" --skip_loader --sw_batch 1 8 --json "$RESULTS/bench_acdc_default.json"
+# ---------------------------------------------------------------------------- speed
+LA_BENCH=("$PYTHON" code/benchmark.py --setting la --device "$DEVICE" --patch_size "${LA_PATCH[@]}" --batch_size 4
+          --labeled_bs 2 "${BENCH[@]}" --skip_loader "${VOLUME[@]}")
+run_stage step_la_fp32 90 "${LA_BENCH[@]}" "${PROFILED[@]}" --sw_batch 1 4 8 --json "$RESULTS/bench_la_fp32.json" -- --tf32 0
+run_stage step_la_tf32 60 "${LA_BENCH[@]}" --profile_iters 0 --skip_inference --json "$RESULTS/bench_la_tf32.json" -- --tf32 1
+run_stage step_la_bf16 60 "${LA_BENCH[@]}" --profile_iters 0 --skip_inference --amp bf16 --json "$RESULTS/bench_la_bf16.json"
+run_stage step_la_fast 90 "${LA_BENCH[@]}" "${PROFILED[@]}" --amp bf16 --sw_batch 4 --json "$RESULTS/bench_la_fast.json" \
+    -- --deterministic 0 --channels_last on
+run_stage step_acdc 60 "$PYTHON" code/benchmark.py --setting acdc --device "$DEVICE" "${ACDC[@]}" "${BENCH[@]}" \
+    --profile_iters 0 --skip_loader --sw_batch 1 8 --json "$RESULTS/bench_acdc.json"
 
-# loader wait in a real run
-run_stage loader 200 "$PYTHON" code/train_la.py --root_path "$DATA" --device "$DEVICE" --patch_size "${LA_PATCH[@]}" \
-    --labelnum 4 --select last --max_iterations "$LOADER_ITERS" --model_root "$RESULTS/loader_run" --overwrite
+run_stage loader 90 "$PYTHON" code/train_la.py --root_path "$DATA" --device "$DEVICE" --patch_size "${LA_PATCH[@]}" \
+    --labelnum 4 --select last --max_iterations "$LOADER_ITERS" --num_workers "$WORKERS" \
+    --model_root "$RESULTS/loader_run" --overwrite
 
-if [[ "$SMOKE" != "1" ]]; then
-    run_stage compile 150 "$PYTHON" scripts/gpu_checks.py compile --device "$DEVICE" --json "$VERDICTS" && tail -1 "$RESULTS/logs/compile.log"
-fi
+run_stage profile 150 "${CHECK[@]}" profile "${COMMON[@]}" --patch_size "${LA_PATCH[@]}" --labelnum 4 \
+    --root "$DATA" --out "$RESULTS/profile_runs" --num_workers "$WORKERS" "${PROFILE[@]}" \
+    --reference "default=$RESULTS/bench_la_fp32.json" "fast=$RESULTS/bench_la_fast.json"
+
+run_stage compile 180 "${CHECK[@]}" compile "${COMMON[@]}" --patch_size "${LA_PATCH[@]}" "${COMPILE[@]}"
 
 # ---------------------------------------------------------------------------- verdicts from the numbers
-"$PYTHON" - "$RESULTS" "$((SECONDS - START))" "$SMOKE" "${STRIDES[*]}" <<'EOF' | tee "$RESULTS/summary.txt"
-import datetime, json, os, platform, re, sys
-res, total, smoke = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-verdicts = [json.loads(l) for l in open(os.path.join(res, "verdicts.jsonl")) if l.strip()]
-
-def add(name, ok, detail):
-    verdicts.append({"check": name, "pass": bool(ok), "detail": detail})
-
-def load(name):
-    path = os.path.join(res, name)
-    return json.load(open(path)) if os.path.isfile(path) else None
-
-la = {k: load(f"bench_la_{k}.json") for k in ("default", "tf32", "bf16")}
-for key, target in (("default", 0.110), ("tf32", None), ("bf16", 0.060)):
-    b = la[key]
-    if b is None:
-        continue
-    ms, mem = 1000 * b["train_step_s"], b.get("peak_memory_mib")
-    size = "x".join(map(str, b["patch_size"]))
-    detail = (f"LA {size} batch {b['batch_size']} SS-Net step {ms:.1f} ms ({b['amp']}, channels_last "
-              f"{b['channels_last']}), peak memory {mem if mem is None else round(mem)} MiB")
-    if target is None or smoke:
-        add(f"step_la_{key}", True, detail + " (information)")
-    else:
-        add(f"step_la_{key}", ms <= 1000 * target, detail + f" (target <= {1000 * target:.0f} ms)")
-acdc = load("bench_acdc_default.json")
-if acdc:
-    add("step_acdc_default", True, f"ACDC {'x'.join(map(str, acdc['patch_size']))} batch {acdc['batch_size']} step {1000 * acdc['train_step_s']:.1f} ms, peak memory "
-        f"{acdc.get('peak_memory_mib')} MiB, slices/s {acdc.get('slices_per_s')} (information)")
-if la["default"] and "windows_per_s" in la["default"]:
-    add("validation", True, f"LA sliding-window windows/s at sw_batch 1/4/8: {la['default']['windows_per_s']} (information)")
-log = os.path.join(res, "loader_run", "LA_SSNet_4_labeled", "VNet", "log.txt")
-if os.path.isfile(log):
-    m = re.findall(r"training finished: (\{.*\})", open(log).read())
-    if m:
-        s = json.loads(m[-1])
-        share = s["loader_wait_share"]
-        add("loader", smoke or share <= 0.05, f"{s['iterations']} iterations of train_la.py: loader wait {s['loader_wait_s']} s "
-            f"= {100 * share:.1f} % of {s['seconds']} s (<= 5 %)")
-if la["bf16"] and "windows_per_s" in la["bf16"]:
-    w = la["bf16"]["windows_per_s"]
-    # one validation = 20 test volumes; each timed as the benchmark's volume (1.5x the patch in x/y,
-    # patch + 2 strides in z: 168x168x88, larger than most cropped LA volumes, so the projection errs long)
-    per_val = 20 * w["windows_per_volume"] / w["4"]
-    minutes = (15000 * la["bf16"]["train_step_s"] + 66 * per_val) / 60
-    add("full_run", smoke or minutes <= 25, f"full LA run in bf16 projected {minutes:.1f} min (15000 steps of "
-        f"{1000 * la['bf16']['train_step_s']:.1f} ms + 66 validations of {per_val:.1f} s, each 20 volumes of "
-        f"{'x'.join(map(str, w['volume']))}; target <= 25 min)")
-env = {"python": platform.python_version()}
-try:
-    import torch
-    env.update(torch=torch.__version__, cuda=torch.version.cuda,
-               gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (smoke)")
-except Exception as err:  # noqa: BLE001
-    env["torch"] = f"not importable: {err}"
-print(f"gpu_check {datetime.datetime.now().isoformat(timespec='seconds')} on {env.get('gpu')}, torch "
-      f"{env.get('torch')}, CUDA {env.get('cuda')}; {total} s")
-for v in verdicts:
-    print(f"{'PASS' if v['pass'] else 'FAIL'} {v['check']}: {v['detail']}")
-failed = [v["check"] for v in verdicts if not v["pass"]]
-print("result: " + ("every check passed" if not failed else "FAILED: " + ", ".join(failed)))
-json.dump({"env": env, "seconds": total, "verdicts": verdicts}, open(os.path.join(res, "summary.json"), "w"), indent=2)
-sys.exit(1 if failed else 0)
-EOF
+"$PYTHON" scripts/gpu_checks.py summary "$RESULTS" --seconds "$((SECONDS - START))" "${SMOKE_FLAG[@]}" \
+    | tee "$RESULTS/summary.txt"
 status=${PIPESTATUS[0]}
 echo "[gpu_check] results in $RESULTS (summary.txt, summary.json, logs/)" >&2
 exit "$status"
