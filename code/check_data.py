@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm import tqdm

@@ -11,6 +11,7 @@ training losses, so they add parameters but no MACs to a forward pass.
 Params are all trainable parameters (``sum(p.numel())``, the same as thop).
 The paper's numbers come from ``data/paper_tables.csv``.
 """
+from __future__ import annotations
 import argparse
 import contextlib
 import csv
@@ -19,7 +20,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class Row:
     dataset: str
     method: str                       # the name used in the paper's tables
     build: Callable[[], nn.Module]
-    input_shape: Tuple[int, ...]
+    input_shape: tuple[int, ...]
     note: str = ""
 
 
@@ -60,7 +61,7 @@ TABLE_ROWS = {
 }
 
 
-def rows() -> List[Row]:
+def rows() -> list[Row]:
     """The networks to count, in the paper's table order (the baselines as their methods build them),
     at the released patch of each dataset (batch 1)."""
     def net(name: str, classes: int, heads: bool) -> Callable[[], nn.Module]:
@@ -75,9 +76,9 @@ def rows() -> List[Row]:
     return out
 
 
-def paper_complexity(path: str = PAPER_TABLES) -> Dict[Tuple[str, str], Tuple[float, float]]:
+def paper_complexity(path: str = PAPER_TABLES) -> dict[tuple[str, str], tuple[float, float]]:
     """(dataset, method) -> (params_M, macs_G) as published."""
-    out: Dict[Tuple[str, str], Tuple[float, float]] = {}
+    out: dict[tuple[str, str], tuple[float, float]] = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
             if r["params_M"] and r["macs_G"]:
@@ -89,7 +90,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: Tuple[int, ...], device: str = "cpu") -> float:
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str = "cpu") -> float:
     """Multiply-accumulates of one forward pass, counted by thop."""
     try:
         from thop import profile
@@ -107,7 +108,7 @@ def count_macs(model: nn.Module, input_shape: Tuple[int, ...], device: str = "cp
     return float(macs)
 
 
-def table(device: str = "cpu", only: Optional[str] = None) -> List[Dict[str, object]]:
+def table(device: str = "cpu", only: str | None = None) -> list[dict[str, object]]:
     paper = paper_complexity()
     out = []
     for r in rows():
@@ -123,7 +124,7 @@ def table(device: str = "cpu", only: Optional[str] = None) -> List[Dict[str, obj
     return out
 
 
-def format_table(result: List[Dict[str, object]]) -> str:
+def format_table(result: list[dict[str, object]]) -> str:
     lines = ["| Dataset | Method | Params (M) | paper | MACs (G) | paper | diff MACs | input | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result:
@@ -133,7 +134,7 @@ def format_table(result: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="device to count on (MACs do not depend on it)")
     parser.add_argument("--dataset", choices=["LA", "ACDC"], default=None, help="only this table's rows")

@@ -19,6 +19,7 @@ This is not the paper's benchmark: the data are synthetic and the run is
 short, and one seed's comparison changes with ``--seed``; ``--seeds K``
 reports K seeds with the paired difference and its 95 % interval.
 """
+from __future__ import annotations
 import argparse
 import json
 import logging
@@ -26,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
 
 from engine.run import REPO_ROOT as ROOT
 
@@ -39,7 +39,7 @@ MAGNITUDE_SCALING = "rms"
 STORED = os.path.join(ROOT, "docs", "demo_seeds.json")
 
 
-def budget(args: argparse.Namespace) -> Dict[str, int]:
+def budget(args: argparse.Namespace) -> dict[str, int]:
     if args.quick:
         return dict(patients=8, iterations=12, patch=32, batch=4, labeled_bs=2, labelnum=2, hw=(40, 56))
     # 100 patients split as the real ACDC (70 training, 10 validation, 20 test = 40 test volumes)
@@ -48,8 +48,8 @@ def budget(args: argparse.Namespace) -> Dict[str, int]:
     return dict(patients=100, iterations=1200, patch=64, batch=8, labeled_bs=4, labelnum=3, hw=(80, 140))
 
 
-def train_and_test(name: str, exp: str, extra: List[str], data: str, models: str, b: Dict[str, int],
-                   seed: int, device: str) -> Tuple[Dict[str, float], List[float]]:
+def train_and_test(name: str, exp: str, extra: list[str], data: str, models: str, b: dict[str, int],
+                   seed: int, device: str) -> tuple[dict[str, float], list[float]]:
     """Train and test one method; returns its mean metrics and the per-volume Dice
     (mean over RV, Myo, LV) in test.list order."""
     import test_acdc
@@ -75,7 +75,7 @@ def train_and_test(name: str, exp: str, extra: List[str], data: str, models: str
     return {m: float(result["mean"][m]) for m in METRICS}, list(per_case_dice(result["per_case"]).values())
 
 
-def examples(data: str, models: str, b: Dict[str, int], out_png: str, device: str) -> None:
+def examples(data: str, models: str, b: dict[str, int], out_png: str, device: str) -> None:
     """Image | ground truth | supervised | SS-Net for the middle slice of a few test volumes."""
     import matplotlib
     matplotlib.use("Agg")
@@ -118,7 +118,7 @@ def examples(data: str, models: str, b: Dict[str, int], out_png: str, device: st
     del torch
 
 
-def run_seed(args: argparse.Namespace, b: Dict[str, int], seed: int, out: str) -> Dict[str, object]:
+def run_seed(args: argparse.Namespace, b: dict[str, int], seed: int, out: str) -> dict[str, object]:
     """One seed: its data, both trainings and tests, the picture; returns its results."""
     from dataloaders.splits import patients_in_order, read_list
     from dataloaders.synthetic import acdc_group, make_acdc
@@ -129,8 +129,8 @@ def run_seed(args: argparse.Namespace, b: Dict[str, int], seed: int, out: str) -
     for d in (data, models):
         shutil.rmtree(d, ignore_errors=True)
     make_acdc(data, patients=b["patients"], seed=seed, hw_range=b["hw"], progress=True)
-    results: Dict[str, object] = {}
-    per_case: Dict[str, List[float]] = {}
+    results: dict[str, object] = {}
+    per_case: dict[str, list[float]] = {}
     for name, exp, extra in RUNS:
         results[name], per_case[name] = train_and_test(name, exp, extra, data, models, b, seed, args.device)
     examples(data, models, b, os.path.join(out, "examples.png"), args.device)
@@ -148,12 +148,12 @@ def run_seed(args: argparse.Namespace, b: Dict[str, int], seed: int, out: str) -
     return results
 
 
-def aggregate(runs: List[Dict[str, object]]) -> Dict[str, object]:
+def aggregate(runs: list[dict[str, object]]) -> dict[str, object]:
     """Mean +- sd over seeds per method and metric; SS-Net minus supervised mean Dice per
     seed with its t-interval over seeds; Wilcoxon p over the per-volume Dice pairs of all seeds."""
     from utils.statistics import mean_sd, t_interval, wilcoxon_p
 
-    out: Dict[str, object] = {"seeds": [r["seed"] for r in runs], "k": len(runs)}
+    out: dict[str, object] = {"seeds": [r["seed"] for r in runs], "k": len(runs)}
     for name, _, _ in RUNS:
         out[name] = {m: dict(zip(("mean", "sd", "n"), mean_sd([r[name][m] for r in runs]))) for m in METRICS}
     diffs = [r["ssnet"]["dice"] - r["supervised"]["dice"] for r in runs]
@@ -171,7 +171,7 @@ def pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def report(agg: Dict[str, object]) -> List[str]:
+def report(agg: dict[str, object]) -> list[str]:
     """Markdown lines for a K-seed result."""
     lines = [f"K = {agg['k']} seeds ({', '.join(map(str, agg['seeds']))}); mean +- sd over seeds:\n",
              "| Method | Dice (%) | Jaccard (%) | 95HD (voxel) | ASD (voxel) |", "|---|---|---|---|---|"]
@@ -188,7 +188,7 @@ def report(agg: Dict[str, object]) -> List[str]:
     return lines
 
 
-def single_table(results: Dict[str, object], b: Dict[str, int]) -> List[str]:
+def single_table(results: dict[str, object], b: dict[str, int]) -> list[str]:
     groups = ", ".join(f"{p} {g}" for p, g in results["labeled_groups"].items())
     lines = [f"\nSynthetic ACDC-like data (seed {results['seed']}): {results['labeled_patients']} labeled "
              f"({groups}) of {results['train_patients']} training patients, {results['test_volumes']} test "
@@ -202,7 +202,7 @@ def single_table(results: Dict[str, object], b: Dict[str, int]) -> List[str]:
     return lines
 
 
-def stored_comparison(results: Dict[str, object]) -> List[str]:
+def stored_comparison(results: dict[str, object]) -> list[str]:
     """Where one seed's result falls in the stored K = 5 run (docs/demo_seeds.json)."""
     if not os.path.isfile(STORED):
         return [f"(no stored multi-seed result at {STORED})"]
@@ -216,7 +216,7 @@ def stored_comparison(results: Dict[str, object]) -> List[str]:
     return lines
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+def main(argv: list[str] | None = None) -> dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join(ROOT, "model", "demo"), help="output folder")
     p.add_argument("--seed", type=int, default=1337, help="seed for data and both trainings (one-seed run)")

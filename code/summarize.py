@@ -18,6 +18,7 @@ the per-case Dice pairs; "best minus last" shows what selecting a checkpoint
 (on the test set, for LA as released) adds. Dice and Jaccard in %, 95HD and
 ASD in voxels, as in the paper.
 """
+from __future__ import annotations
 import argparse
 import csv
 import glob
@@ -25,7 +26,6 @@ import json
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -54,7 +54,7 @@ TABLES = {"1": "LA", "2": "ACDC", "3": "LA"}
 COLUMNS = ("dice", "jaccard", "hd95", "asd")
 
 
-def load_paper(path: str) -> Dict[Tuple[str, str, int], Dict[str, float]]:
+def load_paper(path: str) -> dict[tuple[str, str, int], dict[str, float]]:
     out = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
@@ -69,7 +69,7 @@ RESULT_DIRS = {"test": "best", "test_last": "last"}
 BASELINE_EXPS = ("UAMT", "SASSNet", "DTC", "URPC", "MCNet")
 
 
-def _seed_of(snapshot: str, exp: str) -> Tuple[str, int]:
+def _seed_of(snapshot: str, exp: str) -> tuple[str, int]:
     """(experiment without the seed suffix, seed): the seed from the run's config.json, else from an
     ``_seed<S>`` suffix of the experiment name, else 1337 (the released seed, the default)."""
     m = SEED_SUFFIX.match(exp)
@@ -81,7 +81,7 @@ def _seed_of(snapshot: str, exp: str) -> Tuple[str, int]:
     return base, seed
 
 
-def collect(model_root: str) -> List[Dict[str, object]]:
+def collect(model_root: str) -> list[dict[str, object]]:
     """Every finished test under ``model_root`` as a dict (fractions converted to %): one per
     snapshot folder and checkpoint (``test/`` = best, ``test_last/`` = last iterate)."""
     rows = []
@@ -105,38 +105,38 @@ def collect(model_root: str) -> List[Dict[str, object]]:
     return rows
 
 
-def fmt(v: Optional[float]) -> str:
+def fmt(v: float | None) -> str:
     return "—" if v is None or v != v else f"{v:.2f}"
 
 
-def _group(rows: List[Dict[str, object]]) -> Dict[Tuple[str, str, int, str], Dict[int, Dict[str, object]]]:
+def _group(rows: list[dict[str, object]]) -> dict[tuple[str, str, int, str], dict[int, dict[str, object]]]:
     """(dataset, exp, labeled, which) -> {seed: run}."""
-    groups: Dict[Tuple[str, str, int, str], Dict[int, Dict[str, object]]] = {}
+    groups: dict[tuple[str, str, int, str], dict[int, dict[str, object]]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["exp"], r["labeled"], r["which"]), {})[r["seed"]] = r
     return groups
 
 
-def describe(runs: Dict[int, Dict[str, object]]) -> Dict[str, object]:
+def describe(runs: dict[int, dict[str, object]]) -> dict[str, object]:
     """Mean, sd and n over the seeds of each metric (sd NaN for one seed)."""
-    out: Dict[str, object] = {"n": len(runs), "seeds": sorted(runs)}
+    out: dict[str, object] = {"n": len(runs), "seeds": sorted(runs)}
     for c in COLUMNS:
         mean, sd, _ = mean_sd([runs[s][c] for s in sorted(runs)])
         out[c] = {"mean": mean, "sd": sd}
     return out
 
 
-def cell(stat: Dict[str, float], n: int) -> str:
+def cell(stat: dict[str, float], n: int) -> str:
     if n < 2:
         return fmt(stat["mean"])
     return f"{stat['mean']:.2f} ± {stat['sd']:.2f} (n={n})"
 
 
-def tables(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict[str, float]],
+def tables(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict[str, float]],
            which: str = "best") -> str:
     """The paper's tables with our ``which`` checkpoint's results: mean ± sd over seeds (n) beside the paper."""
     groups = _group(rows)
-    lines: List[str] = []
+    lines: list[str] = []
     for table, dataset in TABLES.items():
         # paper rows of this table in their order, then ours that the paper lacks
         order = [(meth, n) for (t, meth, n) in paper if t == table]
@@ -163,7 +163,7 @@ def tables(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict
     return "\n".join(lines)
 
 
-def paired(a: Dict[int, Dict[str, object]], b: Dict[int, Dict[str, object]]) -> Optional[Dict[str, object]]:
+def paired(a: dict[int, dict[str, object]], b: dict[int, dict[str, object]]) -> dict[str, object] | None:
     """Dice of run set ``a`` minus ``b`` over their common seeds and test cases (percentage points):
     mean, 95 % two-way paired bootstrap interval (seeds x cases), Wilcoxon p over the per-case pairs."""
     seeds = sorted(set(a) & set(b))
@@ -182,7 +182,7 @@ def paired(a: Dict[int, Dict[str, object]], b: Dict[int, Dict[str, object]]) -> 
     return {"seeds": seeds, "cases": len(cases), "mean": mean, "ci95": [low, high], "wilcoxon_p": p}
 
 
-def comparisons(rows: List[Dict[str, object]], which: str = "best") -> List[Dict[str, object]]:
+def comparisons(rows: list[dict[str, object]], which: str = "best") -> list[dict[str, object]]:
     """Each method against the supervised-only row of the same dataset and label count, and SS-Net
     against each baseline."""
     groups = _group(rows)
@@ -203,7 +203,7 @@ def comparisons(rows: List[Dict[str, object]], which: str = "best") -> List[Dict
     return out
 
 
-def best_minus_last(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
+def best_minus_last(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """Per row: mean over the common seeds of best-checkpoint Dice minus last-iterate Dice (points)."""
     groups = _group(rows)
     out = []
@@ -219,7 +219,7 @@ def best_minus_last(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
     return out
 
 
-def report(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict[str, float]]) -> Tuple[str, Dict]:
+def report(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict[str, float]]) -> tuple[str, dict]:
     """The markdown text and the JSON-ready content of every table."""
     parts = [tables(rows, paper, "best")]
     if any(r["which"] == "last" for r in rows):
@@ -248,9 +248,10 @@ def report(rows: List[Dict[str, object]], paper: Dict[Tuple[str, str, int], Dict
     return "\n".join(parts), {"rows": groups, "comparisons": comps, "best_minus_last": bml}
 
 
-def write_csv(path: str, content: Dict) -> None:
+def write_csv(path: str, content: dict) -> None:
     """One line per (dataset, method, labeled, checkpoint): mean and sd of each metric over the seeds."""
-    fields = ["dataset", "exp", "labeled", "which", "n", "seeds"] + [f"{c}_{s}" for c in COLUMNS for s in ("mean", "sd")]
+    stats = [f"{c}_{s}" for c in COLUMNS for s in ("mean", "sd")]
+    fields = ["dataset", "exp", "labeled", "which", "n", "seeds"] + stats
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -260,7 +261,7 @@ def write_csv(path: str, content: Dict) -> None:
                         **{f"{c}_{s}": g[c][s] for c in COLUMNS for s in ("mean", "sd")}})
 
 
-def main(argv: Optional[List[str]] = None) -> str:
+def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model_root", default=os.path.join(ROOT, "model"), help="folder with the snapshot folders")
     ap.add_argument("--paper", default=os.path.join(ROOT, "data", "paper_tables.csv"), help="published numbers")

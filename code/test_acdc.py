@@ -20,6 +20,7 @@ Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case
 ``test_log.txt`` and, with ``--save_nii 1``, ``predictions/<case>_pred.nii.gz``,
 ``<case>_img.nii.gz``, ``<case>_gt.nii.gz`` (spacing (1, 1, 10), as released).
 """
+from __future__ import annotations
 from datasets import get_dataset
 from engine import evaluation
 from engine.run import run_cli

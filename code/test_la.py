@@ -19,6 +19,7 @@ Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case
 ``--save_nii 1``, ``predictions/NN_pred.nii.gz`` and ``NN_scores.nii.gz`` (NN =
 index in ``test.list``, as the released script names them).
 """
+from __future__ import annotations
 from datasets import get_dataset
 from engine import evaluation
 from engine.run import run_cli

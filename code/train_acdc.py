@@ -10,6 +10,7 @@ PATIENTS; the labeled slices are the first ones of ``train_slices.list`` (68
 for 3 patients, 136 for 7 on the real data). Model selection: best mean Dice
 (classes 1-3) on the 10 validation patients every 200 iterations.
 """
+from __future__ import annotations
 import argparse
 from typing import Any
 

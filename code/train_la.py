@@ -12,8 +12,9 @@ picks the best of periodic validations on the 20 TEST cases (from iteration
 ``--select val`` holds out the last ``--val_num`` training cases instead,
 ``--select last`` keeps the final iterate.
 """
+from __future__ import annotations
 import argparse
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 from datasets import get_dataset
 from engine import training
@@ -23,8 +24,9 @@ DATASET = get_dataset("LA")
 parse_args, train, main = training.script_functions(DATASET, __doc__)
 
 
-def build_loader(args: argparse.Namespace, n_train: Optional[int] = None) -> Tuple[Any, List[int]]:
-    """The training loader of ``args``; also the indices held out for --select val (:func:`engine.training.build_loader`)."""
+def build_loader(args: argparse.Namespace, n_train: int | None = None) -> tuple[Any, list[int]]:
+    """The training loader of ``args``; also the indices held out for --select val
+    (:func:`engine.training.build_loader`)."""
     return training.build_loader(args, DATASET, n_train)
 
 

@@ -13,13 +13,13 @@ SS-Net; columns: gamma) as ``two_moons.png``, like the paper's figure.
 Toy-scale choices (not the paper's image settings): VAT xi 0.1 and epsilon 0.3
 in input units (the points span about 3 units), full-batch Adam.
 """
+from __future__ import annotations
 import argparse
 import json
 import logging
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class MoonMLP(SSNetHeadsMixin, nn.Module):
         self.out = nn.Linear(16, num_classes)
         self._add_ssnet_heads(num_classes)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.body(x)
         return self.out(f), f
 
@@ -64,7 +64,7 @@ def make_data(gamma: float, n_labeled: int, n_unlabeled: int, n_test: int, seed:
     return (t(x[idx]), torch.as_tensor(y[idx])), t(x[unl]), (t(x[test]), torch.as_tensor(y[test]))
 
 
-def train(gamma: float, ssnet: bool, args: argparse.Namespace) -> Tuple[MoonMLP, float]:
+def train(gamma: float, ssnet: bool, args: argparse.Namespace) -> tuple[MoonMLP, float]:
     torch.manual_seed(args.seed)
     (xl, yl), xu, (xt, yt) = make_data(gamma, args.labeled, args.unlabeled, args.test, args.seed)
     model = MoonMLP()
@@ -92,7 +92,7 @@ def train(gamma: float, ssnet: bool, args: argparse.Namespace) -> Tuple[MoonMLP,
     return model, acc
 
 
-def plot(results: List[Dict[str, object]], path: str, seed: int) -> None:
+def plot(results: list[dict[str, object]], path: str, seed: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -116,7 +116,7 @@ def plot(results: List[Dict[str, object]], path: str, seed: int) -> None:
     plt.close(fig)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+def main(argv: list[str] | None = None) -> dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.2, 0.3], help="moon dispersions (noise)")
     p.add_argument("--labeled", type=int, default=6, help="labeled points (half per class)")

@@ -3,6 +3,7 @@
 The repository's scripts run as ``python code/<script>.py`` from the root, so
 their imports are ``from networks...``, ``from utils...``, ``from dataloaders...``.
 """
+from __future__ import annotations
 import os
 import sys
 

@@ -1,5 +1,6 @@
 """The five baseline methods: one iteration in 2D and 3D, overfitting a fixed batch, and
 each method-specific term against a naive computation on small tensors."""
+from __future__ import annotations
 import argparse
 import logging
 import math

@@ -1,5 +1,6 @@
 """The baselines' networks: sizes (the paper's Params column), output order and shapes,
 train/eval behaviour, URPC's perturbations, the SASSNet discriminators."""
+from __future__ import annotations
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """--method reaches test_la.py / test_acdc.py; train_la.sh / train_acdc.sh list and schedule every
 row of Tables 1-3; summarize.py maps the baselines' runs to the paper's rows."""
+from __future__ import annotations
 import csv
 import importlib
 import json

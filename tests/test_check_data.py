@@ -1,4 +1,5 @@
 """check_data: a clean synthetic folder passes; every planted fault is reported with its file."""
+from __future__ import annotations
 import os
 import shutil
 import subprocess

@@ -1,4 +1,5 @@
 """Checkpoint loading: bare/wrapped state_dicts, prefixes, clear failures."""
+from __future__ import annotations
 import pytest
 import torch
 from torch import nn

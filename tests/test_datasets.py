@@ -1,4 +1,5 @@
 """LAHeart / ACDC datasets and h5io on tiny synthetic data: samples, sampler, bad-input errors."""
+from __future__ import annotations
 import os
 
 import h5py

@@ -1,6 +1,7 @@
 """Adding a dataset is one new file plus one registry line (code/datasets/__init__.py): shown
 here with a tiny made-up 3D dataset, "Toy", that the methods, the training engine, the
 validation and the test procedure then handle without any other change."""
+from __future__ import annotations
 import json
 import sys
 import textwrap

@@ -1,4 +1,5 @@
 """The demo's --quick run goes through the whole pipeline and writes its outputs."""
+from __future__ import annotations
 import json
 import os
 

@@ -1,6 +1,7 @@
 """The default training loader (--loader reseed) yields the released DataLoader's batches bit for bit,
 over several sampler epochs, with 0, 2 and 4 workers, and leaves the main process's generators where
 the DataLoader leaves them; the data cache changes nothing."""
+from __future__ import annotations
 import os
 import random
 import signal

@@ -1,6 +1,7 @@
 """Faults around checkpoints: RNG state without numpy objects, atomic writes on a full disk,
 safe reading of training checkpoints (empty, truncated, code-running, old format), and
 the test scripts' weight loading (training last.pth, NaN weights)."""
+from __future__ import annotations
 import logging
 import os
 import random

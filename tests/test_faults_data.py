@@ -1,6 +1,7 @@
 """Issue 19, fault and bad-input hardening (data side): loader workers die with their parent,
 validation/test volumes are checked, integer images are refused everywhere, check_data warns
 about all-background labeled items, split lists with a byte-order mark are read."""
+from __future__ import annotations
 import os
 import shutil
 import signal

@@ -1,6 +1,7 @@
 """A training run tried as users break it (issue 19): crafted or foreign last.pth on --resume, a
 diverging run, a rerun of a finished command, changed flags on --resume, damaged final files, a
 full disk, bad flags and output paths, broken validation data. Tiny synthetic LA/ACDC data, CPU."""
+from __future__ import annotations
 import os
 import re
 import shutil

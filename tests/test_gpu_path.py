@@ -1,5 +1,6 @@
 """The CUDA path, checked on the CPU where the CPU can show it (issue 20): which kernels a step
 needs under --deterministic 2, --tf32, the VAT noise drawn ahead of the step."""
+from __future__ import annotations
 import json
 import os
 

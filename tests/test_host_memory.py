@@ -1,4 +1,5 @@
 """keep_freed_host_memory takes effect on Linux/glibc and changes no result."""
+from __future__ import annotations
 import sys
 
 import pytest

@@ -1,4 +1,5 @@
 """Sliding window, slice-wise inference, largest component and validation helpers."""
+from __future__ import annotations
 import math
 
 import h5py
@@ -191,7 +192,8 @@ def test_validate_la_cases(tmp_path):
             f["image"] = image
             f["label"] = label
     model = _identity_2class_3d()
-    dice = validate_la_cases(model, str(tmp_path), ["A", "B"], patch_size=(8, 8, 4), stride_xy=4, stride_z=2, sw_batch=5)
+    dice = validate_la_cases(model, str(tmp_path), ["A", "B"], patch_size=(8, 8, 4), stride_xy=4, stride_z=2,
+                             sw_batch=5)
     assert dice == pytest.approx(0.5)  # case A perfect, case B empty prediction -> 0
 
 

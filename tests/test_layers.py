@@ -4,6 +4,7 @@ file of code/utils/ imports alone, from an empty folder.
 Layers, top to bottom: the scripts (code/*.py) -> engine -> methods -> datasets (the dataset
 descriptions) -> networks | utils | dataloaders (the bottom three import only themselves and
 third-party packages)."""
+from __future__ import annotations
 import ast
 import os
 import shutil

@@ -1,4 +1,5 @@
 """Tests for code/utils/losses.py: each formula against a naive loop, 2D and 3D."""
+from __future__ import annotations
 import itertools
 import math
 

@@ -1,5 +1,6 @@
 """The written method interface (methods/base.py): every method implements it, owns its flags,
 and reports bad input with ValueError."""
+from __future__ import annotations
 import argparse
 import inspect
 

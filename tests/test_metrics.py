@@ -1,4 +1,5 @@
 """Metrics: closed-form cases, the empty-prediction rule under both policies."""
+from __future__ import annotations
 import math
 
 import numpy as np

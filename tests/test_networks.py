@@ -1,4 +1,5 @@
 """V-Net / U-Net: shapes, dropout, released state_dict layout, sizes, bad input."""
+from __future__ import annotations
 import json
 import os
 
@@ -82,7 +83,7 @@ def test_selector_lists_follow_state_dict(net_type, classes):
         assert model.memory_selectors[c] is getattr(model, f"contrastive_class_selector_memory{c}")
     backbone = net_factory(net_type, 1, classes, "test", "cpu", with_heads=False)
     with pytest.raises(RuntimeError, match="with_heads"):
-        backbone.feature_selectors
+        backbone.feature_selectors  # noqa: B018 (the attribute access itself must raise)
 
 
 @pytest.mark.parametrize("net_type,x,match", [

@@ -1,4 +1,5 @@
 """Preprocessing scripts on synthetic raw data: layout, crop rule, normalisation, frames, lists."""
+from __future__ import annotations
 import os
 import subprocess
 import sys

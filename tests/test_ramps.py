@@ -1,6 +1,7 @@
 """Tests for code/utils/ramps.py: closed-form values of the ramp schedule, and bit-identity with the
 released numpy formula on every argument training uses (``math.exp`` would not give it: on AVX-512
 CPUs numpy's exp differs from libm's in the last bit for ~5% of the arguments)."""
+from __future__ import annotations
 import math
 
 import numpy as np

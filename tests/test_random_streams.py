@@ -10,6 +10,7 @@ read directly, no draw; both: ``optimizer.zero_grad()`` of PyTorch 1.8, which
 fills zeros). ``--resume`` across a validation and in the middle of a sampler
 epoch must give the uninterrupted run.
 """
+from __future__ import annotations
 import random
 
 import h5py

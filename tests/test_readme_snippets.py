@@ -2,6 +2,7 @@
 
 They run in order, in one namespace, in a fresh interpreter whose folder holds copies of the
 code/utils/ files (as a user who copied them into a project has them)."""
+from __future__ import annotations
 import json
 import os
 import re

@@ -1,4 +1,5 @@
 """TwoStreamBatchSampler: composition, epoch length, determinism, released RNG order; worker seeding."""
+from __future__ import annotations
 import random
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Tests for code/utils/separation.py: prototype memory, Eq. (4) loss and the per-iteration step."""
+from __future__ import annotations
 import copy
 import math
 

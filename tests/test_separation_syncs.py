@@ -1,9 +1,10 @@
 """Host-device synchronisations of utils.separation.separation_step (issue 20), and the exactness of its
 device-side grouping: ONE synchronisation per call, and losses, gradients and prototype memory
 bit-identical (torch.equal on the CPU) to a plain boolean-mask reference written below."""
+from __future__ import annotations
 import contextlib
 import copy
-from typing import Iterator, List
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def _has_bool_index(args) -> bool:
 
 
 @contextlib.contextmanager
-def count_host_syncs() -> Iterator[List[str]]:
+def count_host_syncs() -> Iterator[list[str]]:
     """Record, in a list, every operation inside the block that would be a host-device sync on CUDA.
 
     Two layers: the Tensor methods of ``SYNC_METHODS`` are wrapped (outermost call counted once),
@@ -43,7 +44,7 @@ def count_host_syncs() -> Iterator[List[str]]:
     call they come from (``x[mask]``, ``torch.where(mask)``, ``torch.unique``, ...). Not caught:
     ``.to("cpu")`` (on a CPU tensor it cannot be told from a same-device ``.to(device)``).
     """
-    events: List[str] = []
+    events: list[str] = []
     depth = [0]
 
     class _Ops(TorchDispatchMode):

@@ -1,4 +1,5 @@
 """Shipped split lists equal splits.json; list helpers; patients_to_slices from the data."""
+from __future__ import annotations
 import json
 import os
 

@@ -1,5 +1,6 @@
 """code/summarize.py on fixture run folders with known per-case metrics: rows over seeds,
 paired comparisons with intervals and p-values, best minus last, CSV and JSON outputs."""
+from __future__ import annotations
 import csv
 import importlib
 import json

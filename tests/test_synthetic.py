@@ -1,4 +1,5 @@
 """Synthetic stand-in data: determinism, layouts, splits, variety, and that it is not trivial."""
+from __future__ import annotations
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """code/test_la.py and code/test_acdc.py end to end on tiny h5 data (CPU)."""
+from __future__ import annotations
 import csv
 import importlib
 import math
@@ -182,7 +183,8 @@ def test_which_both_tests_best_and_last_apart(tmp_path):
     assert summary["which"] == "best" and summary["last"]["which"] == "last"
     assert summary["checkpoint"].endswith("unet_best_model.pth")
     assert summary["last"]["checkpoint"].endswith("unet_last_model.pth")
-    assert (snapshot / "test" / "performance.json").is_file() and (snapshot / "test_last" / "performance.json").is_file()
+    assert (snapshot / "test" / "performance.json").is_file()
+    assert (snapshot / "test_last" / "performance.json").is_file()
     assert summary["mean"]["dice"] != summary["last"]["mean"]["dice"]  # two different networks
     last_only = test_acdc.main(flags + ["--which", "last", "--out_dir", str(tmp_path / "l")])
     assert last_only["mean"] == summary["last"]["mean"]

@@ -1,5 +1,6 @@
 """Training scripts end to end on tiny synthetic data (CPU): snapshots,
 checkpoints, exact resume, the supervised baseline, clear errors."""
+from __future__ import annotations
 import json
 import os
 

@@ -1,4 +1,5 @@
 """Transforms: shapes, dtypes, image/label alignment, and the released random-draw order."""
+from __future__ import annotations
 import random
 
 import numpy as np

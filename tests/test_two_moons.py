@@ -1,4 +1,5 @@
 """The two-moons toy study runs end to end and writes its figure and table."""
+from __future__ import annotations
 import json
 import os
 

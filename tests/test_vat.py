@@ -1,4 +1,5 @@
 """Tests for code/utils/vat.py (SS-Net's VAT smoothness loss), 2D and 3D, on tiny stand-in networks."""
+from __future__ import annotations
 import copy
 import itertools
 import math

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import h5py
 import numpy as np
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         convert_acdc(args.raw, args.out, lists=args.lists)
     except (FileNotFoundError, DataError, ValueError) as err:
-        logging.error("%s", err)
+        logger.error("%s", err)
         return 1
     return 0
 

@@ -47,7 +47,8 @@ import queue
 import random
 import signal
 import sys
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -104,8 +105,8 @@ def _next_task(tasks: Any, parent_pid: int) -> Any:
                 os._exit(0)
 
 
-def _worker_loop(dataset: Dataset, collate_fn: Callable, init_fn: Optional[Callable[[int], None]], wid: int,
-                 num_workers: int, tasks: Any, results: Any, parent_pid: Optional[int] = None) -> None:
+def _worker_loop(dataset: Dataset, collate_fn: Callable, init_fn: Callable[[int], None] | None, wid: int,
+                 num_workers: int, tasks: Any, results: Any, parent_pid: int | None = None) -> None:
     from torch._utils import ExceptionWrapper
     from torch.utils.data._utils import worker as torch_worker
 
@@ -157,8 +158,8 @@ class ReseedingLoader:
     """
 
     def __init__(self, dataset: Dataset, batch_sampler: Any, num_workers: int = 0,
-                 worker_init_fn: Optional[Callable[[int], None]] = None, pin_memory: bool = False,
-                 prefetch_factor: int = 2, generator: Optional[torch.Generator] = None,
+                 worker_init_fn: Callable[[int], None] | None = None, pin_memory: bool = False,
+                 prefetch_factor: int = 2, generator: torch.Generator | None = None,
                  collate_fn: Callable = default_collate, timeout: float = 5.0) -> None:
         if num_workers < 0 or prefetch_factor < 1:
             raise ValueError(f"ReseedingLoader: num_workers must be >= 0 and prefetch_factor >= 1, got "
@@ -167,8 +168,8 @@ class ReseedingLoader:
         self.num_workers, self.worker_init_fn = int(num_workers), worker_init_fn
         self.pin_memory, self.prefetch_factor, self.generator = pin_memory, int(prefetch_factor), generator
         self.collate_fn, self.timeout = collate_fn, timeout
-        self._workers: List[Any] = []
-        self._tasks: List[Any] = []
+        self._workers: list[Any] = []
+        self._tasks: list[Any] = []
         self._results: Any = None
         self._epoch = 0
         self._plain = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=0, collate_fn=collate_fn,
@@ -283,7 +284,7 @@ class ReseedingLoader:
 
 
 def make_loader(kind: str, dataset: Dataset, batch_sampler: Any, num_workers: int,
-                worker_init_fn: Optional[Callable[[int], None]], pin_memory: bool) -> Any:
+                worker_init_fn: Callable[[int], None] | None, pin_memory: bool) -> Any:
     """``--loader``: ``reseed`` (default, :class:`ReseedingLoader`) or ``released``
     (``DataLoader``, re-created workers each sampler epoch)."""
     if kind not in LOADERS:

@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import h5py
 import numpy as np
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         convert_la(args.raw, args.out, seed=args.seed, lists=args.lists)
     except (FileNotFoundError, DataError, ValueError) as err:
-        logging.error("%s", err)
+        logger.error("%s", err)
         return 1
     return 0
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler

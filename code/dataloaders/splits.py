@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["REPO_ROOT", "REPO_DATA_DIR", "LA_SPLIT_SIZES", "ACDC_PATIENT_SPLIT_SIZES", "ACDC_TRAIN_SLICES",
            "REFERENCE_LABELED_SLICES", "read_list", "write_list", "patient_of", "split_slice_name",

@@ -33,7 +33,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 if __name__ == "__main__":  # run as a script: make ``code/`` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,6 +42,8 @@ from dataloaders.synthetic_acdc import (ACDC_DEFAULT_HW, ACDC_DEFAULT_SLICES, AC
                                         acdc_group, acdc_patient, acdc_split, make_acdc)
 from dataloaders.synthetic_fields import bias_field, smooth_noise  # noqa: E402
 from dataloaders.synthetic_la import LA_DEFAULT_SIZE, la_case, la_split, make_la  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["la_case", "acdc_patient", "acdc_group", "ACDC_GROUPS", "la_split", "acdc_split", "make_la", "make_acdc",
            "LA_DEFAULT_SIZE", "ACDC_DEFAULT_HW", "ACDC_DEFAULT_SLICES", "main", "smooth_noise", "bias_field"]
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lists = make_acdc(args.out, args.cases, args.seed, args.hw, args.slices, raw=args.raw, progress=True)
     except ValueError as err:
         parser.error(str(err))
-    logging.info("wrote synthetic %s%s to %s: %s", args.dataset, " (raw layout)" if args.raw else "",
+    logger.info("wrote synthetic %s%s to %s: %s", args.dataset, " (raw layout)" if args.raw else "",
                  args.out, ", ".join(f"{k} {len(v)}" for k, v in lists.items()))
     return 0
 

@@ -23,7 +23,7 @@ drawn from its own generator seeded by (seed, patient number).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -2,7 +2,7 @@
 :mod:`dataloaders.synthetic_acdc`): smooth noise and a smooth intensity bias."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

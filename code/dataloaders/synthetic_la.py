@@ -13,7 +13,7 @@ case is drawn from its own generator seeded by (seed, case number).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

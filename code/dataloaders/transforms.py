@@ -15,7 +15,8 @@ way produces the same augmentations:
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
+from collections.abc import Sequence
 
 import numpy as np
 import torch

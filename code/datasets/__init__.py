@@ -210,8 +210,9 @@ class DatasetDescription:
     def method(self, key: str) -> MethodSetting:
         """The setting of ``--method key`` on this dataset; a ValueError names those there are."""
         if key not in self.methods:
+            listed = ", ".join(sorted(self.methods))
             raise ValueError(f"--method {key} has no setting for the {self.name} dataset "
-                             f"(its description, {REGISTRY.get(self.name, self.name)}, lists: {', '.join(sorted(self.methods))})")
+                             f"(its description, {REGISTRY.get(self.name, self.name)}, lists: {listed})")
         return self.methods[key]
 
 

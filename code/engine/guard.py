@@ -11,7 +11,6 @@ validation and save), the last good ``last.pth`` is kept.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 from torch import nn
@@ -34,7 +33,7 @@ class FiniteGuard:
     def __init__(self, device: torch.device, log_keys: Sequence[str]) -> None:
         self.lagged = torch.device(device).type == "cuda"
         self.log_keys = list(log_keys)
-        self._pending: Optional[tuple[int, torch.Tensor, torch.Tensor, Optional[torch.cuda.Event]]] = None
+        self._pending: tuple[int, torch.Tensor, torch.Tensor, torch.cuda.Event | None] | None = None
 
     def watch(self, iteration: int, loss: torch.Tensor, values: torch.Tensor) -> None:
         """Record iteration ``iteration``'s trained ``loss`` and its logged ``values`` (one per

@@ -8,6 +8,7 @@ the iteration). Raising the mmap and trim thresholds lets freed blocks be
 reused. Results are unchanged; the process's resident memory stays near its
 peak instead of shrinking between iterations.
 """
+from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging

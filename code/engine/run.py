@@ -1,11 +1,12 @@
 """What every run of the scripts shares, each fact in one place: the repository root, the
 snapshot folder layout, the log format and log files, seeding, ``--device`` / ``--gpu``,
 boolean and the command-line error handling."""
+from __future__ import annotations
 import logging
 import logging.handlers
 import os
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable
 
 from dataloaders.sampler import seed_everything
 from dataloaders.splits import REPO_ROOT
@@ -22,7 +23,7 @@ def snapshot_dir(model_root: str, dataset: str, exp: str, labelnum: int, model: 
     return os.path.join(model_root, f"{dataset}_{exp}_{labelnum}_labeled", model)
 
 
-def setup_logging(snapshot: Optional[str] = None) -> None:
+def setup_logging(snapshot: str | None = None) -> None:
     """A training run's log: stderr at once, replacing the handlers of an earlier run in this
     process, and ``<snapshot>/log.txt`` (appended) once the snapshot folder may be written.
 
@@ -51,21 +52,22 @@ def setup_logging(snapshot: Optional[str] = None) -> None:
     root.addHandler(file_handler)
 
 
-def add_log_file(path: str) -> List[logging.Handler]:
-    """A test run: log to ``path`` (rewritten) and to stdout unless a console handler exists;
+def add_log_file(path: str) -> list[logging.Handler]:
+    """A test run: log to ``path`` (rewritten) and to stderr, as training does, unless a console
+    handler exists;
     returns the handlers to remove when the evaluation ends."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    handlers: List[logging.Handler] = [logging.FileHandler(path, mode="w", encoding="utf-8")]
+    handlers: list[logging.Handler] = [logging.FileHandler(path, mode="w", encoding="utf-8")]
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers.append(logging.StreamHandler(sys.stderr))
     for h in handlers:
         h.setFormatter(LOG_FORMAT)
         root.addHandler(h)
     return handlers
 
 
-def device_from_flags(device: str, gpu: Optional[str]) -> str:
+def device_from_flags(device: str, gpu: str | None) -> str:
     """Merge ``--device`` and its alias ``--gpu``: a bare index N means ``cuda:N``, the N-th of
     the VISIBLE devices (those ``CUDA_VISIBLE_DEVICES`` leaves). Both given and different: an error.
 
@@ -80,7 +82,7 @@ def device_from_flags(device: str, gpu: Optional[str]) -> str:
     return alias
 
 
-def run_cli(main: Callable[[], Any], prog: Optional[str] = None) -> None:
+def run_cli(main: Callable[[], Any], prog: str | None = None) -> None:
     """Run a script's ``main``; bad input (missing files, bad data, bad flags for a method, no
     GPU) ends with its message and exit status 1 instead of a traceback."""
     try:

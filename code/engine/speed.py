@@ -3,18 +3,20 @@ convolutions and matrix products on Ampere and later GPUs), ``--amp bf16`` (bflo
 around the method's forward passes and losses; the losses are float32, no GradScaler),
 ``--channels_last`` (NHWC / NDHWC memory format of the model and the inputs; ``auto`` = on for
 CUDA with ``--deterministic 0``), ``--compile`` (``torch.compile`` of the network)."""
+from __future__ import annotations
 import argparse
 import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
 
 from engine.inference import check_amp
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_channels_last(mode: str, device: torch.device, deterministic: bool) -> bool:
@@ -56,12 +58,12 @@ def check_compile(device: torch.device) -> None:
     """
     if not hasattr(torch, "compile") or not hasattr(nn.Module, "compile"):
         raise RuntimeError(f"--compile needs PyTorch >= 2.2 (this is {torch.__version__}); drop --compile")
-    from torch import _dynamo  # noqa: WPS433 (only when compiling)
+    from torch import _dynamo  # only when compiling
     if not _dynamo.is_dynamo_supported():
         raise RuntimeError(f"--compile: torch.compile does not support this Python "
                            f"({sys.version.split()[0]}) with torch {torch.__version__}; drop --compile")
     if torch.device(device).type == "cuda":
-        from torch.utils._triton import has_triton  # noqa: WPS433
+        from torch.utils._triton import has_triton
         if not has_triton():
             raise RuntimeError("--compile on CUDA needs Triton (pip install triton, matching your torch); "
                                "or drop --compile")
@@ -106,7 +108,7 @@ class SpeedOptions:
 
 
 def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device,
-                deterministic: Optional[bool] = None) -> SpeedOptions:
+                deterministic: bool | None = None) -> SpeedOptions:
     """Apply ``--amp`` / ``--channels_last`` / ``--compile`` to ``model`` (in place) before
     the optimiser is built; returns what is in effect for :func:`train_step`.
 
@@ -137,6 +139,6 @@ def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device
     set_tf32(tf32)
     options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled, tf32=tf32)
     if options != SpeedOptions():
-        logging.info("speed options: amp %s, channels_last %s, compile %s, tf32 %s", amp, channels_last, compiled,
+        logger.info("speed options: amp %s, channels_last %s, compile %s, tf32 %s", amp, channels_last, compiled,
                      tf32)
     return options

@@ -1,9 +1,11 @@
 """The training batches of a run: a new loader iterator every sampler epoch, as the released
 ``for epoch: for batch in trainloader`` loop makes them, with the loader position and every RNG
 state saved for an exact ``--resume``."""
+from __future__ import annotations
 import logging
 import random
-from typing import Any, Dict, Iterator, Optional
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -11,11 +13,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 
-def _is_cuda(device: Optional[torch.device]) -> bool:
+def _is_cuda(device: torch.device | None) -> bool:
     return device is not None and torch.device(device).type == "cuda"
 
 
-def rng_state(device: Optional[torch.device] = None) -> Dict[str, Any]:
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     """The python, numpy and torch CPU generator states, plus the CUDA one of ``device``.
 
     Only tensors and Python builtins, so that a checkpoint holding it loads with
@@ -25,7 +27,7 @@ def rng_state(device: Optional[torch.device] = None) -> Dict[str, Any]:
     when ``device`` is a CUDA device.
     """
     name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state: Dict[str, Any] = {
+    state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key).astype(np.int64)),
                   "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
@@ -46,7 +48,7 @@ def _set_numpy_state(saved: Any) -> None:
         np.random.set_state(saved)
 
 
-def _cuda_entry(saved: Any, device: torch.device) -> Optional[torch.Tensor]:
+def _cuda_entry(saved: Any, device: torch.device) -> torch.Tensor | None:
     """The saved CUDA state for ``device``: the tensor itself, or from the per-GPU list
     (``get_rng_state_all()``) that older versions stored, the element of the device's index."""
     if torch.is_tensor(saved):
@@ -63,7 +65,7 @@ def _cuda_entry(saved: Any, device: torch.device) -> Optional[torch.Tensor]:
     return None
 
 
-def set_rng_state(state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     """Restore :func:`rng_state` (also the numpy tuple / per-GPU list form of older checkpoints).
 
     The CUDA state is restored only for a CUDA ``device`` when the state holds one.
@@ -107,14 +109,14 @@ class EpochStream:
     for a CUDA one its generator state is kept too (:func:`rng_state`).
     """
 
-    def __init__(self, loader: Any, device: Optional[torch.device] = None) -> None:
+    def __init__(self, loader: Any, device: torch.device | None = None) -> None:
         self.loader = loader
         self.device = device
-        self._iterator: Optional[Iterator[Any]] = None
-        self.epoch_rng: Optional[Dict[str, Any]] = None
+        self._iterator: Iterator[Any] | None = None
+        self.epoch_rng: dict[str, Any] | None = None
         self.taken = 0
 
-    def __iter__(self) -> "EpochStream":
+    def __iter__(self) -> EpochStream:
         return self
 
     def _new_epoch(self) -> None:
@@ -133,7 +135,8 @@ class EpochStream:
             raise
         except StopIteration:
             if self.taken == 0:
-                raise RuntimeError("the training loader yielded no batch: check the dataset and the batch sizes")
+                raise RuntimeError("the training loader yielded no batch: check the dataset and the "
+                                   "batch sizes") from None
             self._new_epoch()
             return next(self)
         self.taken += 1
@@ -153,10 +156,10 @@ class EpochStream:
         global generators between this call and the next :func:`next` (see ``engine.trainer``)."""
         self._new_epoch()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"epoch_rng": self.epoch_rng, "taken": self.taken}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replay the saved epoch up to where it was; the caller then restores the
         RNG states of the moment of saving (:func:`set_rng_state`)."""
         if state.get("epoch_rng") is None:  # saved before the first batch: start afresh

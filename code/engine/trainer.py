@@ -21,13 +21,14 @@ the run (:mod:`engine.guard`) before anything is written from its weights.
 
 Speed options (all off in the faithful defaults): :mod:`engine.speed`.
 """
+from __future__ import annotations
 import argparse
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -44,6 +45,8 @@ from engine.run import REPO_ROOT, device_from_flags
 from engine.snapshot import check_resume_flags
 from engine.speed import setup_speed, to_channels_last
 from engine.stream import EpochStream, rng_state, set_rng_state
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["add_common_args", "finish_args", "make_train_loader", "make_optimizer", "train_step", "Trainer",
            "setup_device", "read_resume_state", "write_config", "LAST_KEYS"]
@@ -206,7 +209,7 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def train_step(method: Method, optimizer: torch.optim.Optimizer, image: torch.Tensor, label: torch.Tensor,
                iter_num: int, amp: str = "none", channels_last: bool = False,
-               zero_grad: str = "zero", prepared: bool = False) -> Dict[str, torch.Tensor]:
+               zero_grad: str = "zero", prepared: bool = False) -> dict[str, torch.Tensor]:
     """One training iteration: the method's losses, backward, optimiser step,
     the method's after-step work. ``iter_num`` iterations are done before it.
     (code/benchmark.py times exactly this function.)
@@ -260,11 +263,11 @@ class Trainer:
     """
 
     def __init__(self, args: argparse.Namespace, method: Method, loader: Any, snapshot: str,
-                 lr_at: Callable[[int], float], validate: Optional[Callable[[nn.Module], Tuple[float, Dict[str, float]]]],
-                 should_validate: Callable[[int], bool], image_fn: Optional[Callable[..., None]] = None,
-                 device: Optional[torch.device] = None,
-                 validation_draws: Optional[Callable[[], Any]] = None) -> None:
-        from tensorboardX import SummaryWriter  # noqa: WPS433 (heavy import, only when training)
+                 lr_at: Callable[[int], float], validate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None,
+                 should_validate: Callable[[int], bool], image_fn: Callable[..., None] | None = None,
+                 device: torch.device | None = None,
+                 validation_draws: Callable[[], Any] | None = None) -> None:
+        from tensorboardX import SummaryWriter  # heavy import, only when training
 
         self.args, self.method, self.loader, self.snapshot = args, method, loader, snapshot
         self.model: nn.Module = method.model
@@ -278,16 +281,16 @@ class Trainer:
         self.iter_num = 0
         self.best = float("-inf")
         self.best_iter = -1
-        self.history: List[Dict[str, float]] = []
+        self.history: list[dict[str, float]] = []
         self.guard = FiniteGuard(self.device, method.log_keys)
-        self.saved_iter: Optional[int] = None  # iteration of the last good last.pth
+        self.saved_iter: int | None = None  # iteration of the last good last.pth
 
     # ------------------------------------------------------------------ checkpoints
     @property
     def last_path(self) -> str:
         return os.path.join(self.snapshot, "last.pth")
 
-    def _weights(self) -> Dict[str, torch.Tensor]:
+    def _weights(self) -> dict[str, torch.Tensor]:
         """The model's state_dict, refused (:class:`TrainingDiverged`) if anything in it is not finite."""
         self.guard.check()
         require_finite_weights(self.model, self.iter_num)
@@ -305,7 +308,7 @@ class Trainer:
         save_checkpoint(state, self.last_path)
         self.saved_iter = self.iter_num
 
-    def load_last(self, state: Optional[Dict[str, Any]] = None) -> None:
+    def load_last(self, state: dict[str, Any] | None = None) -> None:
         """Restore the run from ``last.pth`` (``state``: its content, already read by
         :func:`read_resume_state`; read here if None)."""
         if state is None:
@@ -321,10 +324,10 @@ class Trainer:
         if "loader" in state:
             self.stream.load_state_dict(state["loader"])
         else:
-            logging.warning("%s has no loader position (written by an older version): the data continue "
+            logger.warning("%s has no loader position (written by an older version): the data continue "
                             "with a new sampler epoch, not where the interrupted run was", self.last_path)
         set_rng_state(state["rng"], self.device)
-        logging.info("resumed from %s at iteration %d (best %.4f at %d)", self.last_path, self.iter_num,
+        logger.info("resumed from %s at iteration %d (best %.4f at %d)", self.last_path, self.iter_num,
                      self.best, self.best_iter)
 
     def save_best(self, score: float) -> None:
@@ -332,7 +335,7 @@ class Trainer:
         weights = self._weights()
         save_checkpoint(weights, os.path.join(self.snapshot, f"iter_{self.iter_num}_dice_{round(score, 4)}.pth"))
         save_checkpoint(weights, os.path.join(self.snapshot, f"{name}_best_model.pth"))
-        logging.info("iteration %d: new best %.4f, saved %s_best_model.pth", self.iter_num, score, name)
+        logger.info("iteration %d: new best %.4f, saved %s_best_model.pth", self.iter_num, score, name)
 
     def save_final(self) -> None:
         """The final iterate as a bare state_dict (``test_*.py --which last``)."""
@@ -351,18 +354,19 @@ class Trainer:
         last_model = os.path.join(self.snapshot, f"{name}_last_model.pth")
         if _intact(last_model) is None:
             self.save_final()
-            logging.warning("re-created %s from %s (iteration %d)", last_model, self.last_path, self.iter_num)
+            logger.warning("re-created %s from %s (iteration %d)", last_model, self.last_path, self.iter_num)
         best_model = os.path.join(self.snapshot, f"{name}_best_model.pth")
         if _intact(best_model) is not None:
-            logging.info("the run finished at iteration %d; its final files are intact, nothing to do", self.iter_num)
+            logger.info("the run finished at iteration %d; its final files are intact, nothing to do", self.iter_num)
             return
         if self.args.select == "last" and self.best_iter == self.iter_num:
-            weights: Optional[Dict[str, torch.Tensor]] = self._weights()
+            weights: dict[str, torch.Tensor] | None = self._weights()
             source = self.last_path
         else:
             import glob
             weights, source = None, ""
-            for twin in sorted(glob.glob(os.path.join(glob.escape(self.snapshot), f"iter_{self.best_iter}_dice_*.pth"))):
+            pattern = os.path.join(glob.escape(self.snapshot), f"iter_{self.best_iter}_dice_*.pth")
+            for twin in sorted(glob.glob(pattern)):
                 weights, source = _intact(twin), twin
                 if weights is not None:
                     break
@@ -372,7 +376,7 @@ class Trainer:
                 f"intact iter_{self.best_iter}_dice_*.pth file either: they cannot be re-created. The final iterate "
                 f"is in {last_model} (test it with --which last), or train again with --overwrite.")
         save_checkpoint(weights, best_model)
-        logging.warning("re-created %s from %s (iteration %d)", best_model, source, self.best_iter)
+        logger.warning("re-created %s from %s (iteration %d)", best_model, source, self.best_iter)
 
     # ------------------------------------------------------------------ loop
     def set_lr(self, lr: float) -> None:
@@ -399,10 +403,10 @@ class Trainer:
             self.save_best(score)
         self.writer.add_scalar("4_val/score", score, self.iter_num)
         self.writer.add_scalar("4_val/best", self.best, self.iter_num)
-        logging.info("iteration %d: validation score %.4f (best %.4f at %d) [%.1fs]", self.iter_num, score,
+        logger.info("iteration %d: validation score %.4f (best %.4f at %d) [%.1fs]", self.iter_num, score,
                      self.best, self.best_iter, time.time() - t0)
 
-    def train(self) -> Dict[str, Any]:
+    def train(self) -> dict[str, Any]:
         """Run the remaining iterations (all, or those after :meth:`load_last`); a run that had
         already finished only re-creates its missing final files. Returns the run summary.
 
@@ -423,14 +427,14 @@ class Trainer:
         finally:
             self.writer.close()
 
-    def _train(self) -> Dict[str, Any]:
+    def _train(self) -> dict[str, Any]:
         from tqdm import tqdm
 
         args = self.args
         if self.iter_num >= args.max_iterations:  # --resume of a finished run
             self.restore_final_files()
         self.set_lr(self.lr_at(self.iter_num))
-        pending: List[torch.Tensor] = []
+        pending: list[torch.Tensor] = []
         bar = tqdm(total=args.max_iterations, initial=self.iter_num, ncols=100, desc="train",
                    disable=None, file=sys.stderr)
         t_start = time.time()
@@ -473,7 +477,7 @@ class Trainer:
                    "seconds": round(seconds, 1), "loader_wait_s": round(loader_wait, 2),
                    "loader_wait_share": round(loader_wait / seconds, 4) if seconds > 0 else 0.0,
                    "tf32": self.speed.tf32, "amp": self.speed.amp, "snapshot": self.snapshot}
-        logging.info("training finished: %s", json.dumps(summary))
+        logger.info("training finished: %s", json.dumps(summary))
         return summary
 
     def _may_start_next_epoch(self, n: int) -> bool:
@@ -485,7 +489,7 @@ class Trainer:
         return (self.stream.exhausted and n < self.args.max_iterations and not self.method.step_uses_cpu_generator
                 and not (self.validation_draws is not None and self.should_validate(n)))
 
-    def log(self, pending: List[torch.Tensor], bar: Any) -> None:
+    def log(self, pending: list[torch.Tensor], bar: Any) -> None:
         """One host sync for ``log_interval`` iterations: the mean of each term."""
         values = torch.stack(pending).mean(0).tolist()
         scalars = dict(zip(self.method.log_keys, values))
@@ -493,12 +497,12 @@ class Trainer:
         for k, v in scalars.items():
             self.writer.add_scalar(("1_loss/" if k.startswith("loss") else "2_train/") + k, v, self.iter_num)
         self.history.append({"iter": self.iter_num, **scalars})
-        logging.info("iteration %d: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()), self.iter_num)
+        logger.info("iteration %d: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()), self.iter_num)
         bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in scalars.items()
                          if k in ("loss", "loss_dice", "loss_lds", "loss_cs_l")})
 
 
-def _intact(path: str) -> Optional[Dict[str, torch.Tensor]]:
+def _intact(path: str) -> dict[str, torch.Tensor] | None:
     """The state_dict in the checkpoint file ``path``, or None if it is missing, empty or damaged."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return None
@@ -509,7 +513,7 @@ def _intact(path: str) -> Optional[Dict[str, torch.Tensor]]:
     return state if isinstance(state, dict) and state else None
 
 
-def read_resume_state(path: str, args: argparse.Namespace) -> Dict[str, Any]:
+def read_resume_state(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """Read the ``last.pth`` at ``path`` for ``--resume`` (tensors and plain values only: a file
     that needs anything else is refused, so it cannot run code) and check that ``args`` continue
     the same run.
@@ -547,5 +551,5 @@ def write_config(args: argparse.Namespace, snapshot: str, device: torch.device, 
     with open(path + ".tmp", "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
-    logging.info("snapshot folder: %s", snapshot)
-    logging.info("config: %s", json.dumps(config, sort_keys=True))
+    logger.info("snapshot folder: %s", snapshot)
+    logger.info("config: %s", json.dumps(config, sort_keys=True))

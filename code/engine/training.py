@@ -13,11 +13,13 @@ What differs between datasets is read from the description:
 * the validation cases (:func:`validation_names`) and the scalars logged;
 * the random draw the released validation makes (``validation_draws``).
 """
+from __future__ import annotations
 import argparse
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +38,9 @@ from engine.trainer import (Trainer, add_common_args, finish_args, make_train_lo
                             setup_device, write_config)
 from engine.visualize import add_slice_snapshot, add_volume_snapshot
 
-Validate = Callable[[torch.nn.Module], Tuple[float, Dict[str, float]]]
+logger = logging.getLogger(__name__)
+
+Validate = Callable[[torch.nn.Module], tuple[float, dict[str, float]]]
 
 
 def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
@@ -45,9 +49,9 @@ def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> N
     p.add_argument("--stride_z", type=int, default=d.procedure.stride_z, help="validation sliding-window stride in z")
 
 
-def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -> Validate:
+def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: list[str]) -> Validate:
     """Mean foreground Dice over whole volumes by sliding window (released ``var_all_case_LA``)."""
-    def validate(model: torch.nn.Module) -> Tuple[float, Dict[str, float]]:
+    def validate(model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         dice = validate_la_cases(model, args.root_path, names, d.num_classes, tuple(args.patch_size),
                                  args.stride_xy, args.stride_z, sw_batch=args.sw_batch, amp=args.amp,
                                  case_path=d.case_path)
@@ -59,10 +63,10 @@ def _slices_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
     p.add_argument("--val_batch", type=int, default=16, help="slices per forward pass in validation")
 
 
-def _slices(args: argparse.Namespace, d: DatasetDescription, names: List[str]) -> Validate:
+def _slices(args: argparse.Namespace, d: DatasetDescription, names: list[str]) -> Validate:
     """Per-class Dice and 95HD of volumes predicted slice by slice (released ``val_2d``); the score
     is the mean Dice over the foreground classes."""
-    def validate(model: torch.nn.Module) -> Tuple[float, Dict[str, float]]:
+    def validate(model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         per_class = validate_acdc_volumes(model, args.root_path, names, d.num_classes, tuple(args.patch_size),
                                           batch=args.val_batch, amp=args.amp, case_path=d.case_path)
         scalars = {f"4_val/{n}_dice": float(per_class[i, 0]) for i, n in enumerate(d.class_names)}
@@ -78,12 +82,12 @@ class ValidationProcedure:
     """A validation procedure: its flags, the validate function, the tensorboard image writer."""
 
     add_args: Callable[[argparse.ArgumentParser, DatasetDescription], None]
-    make: Callable[[argparse.Namespace, DatasetDescription, List[str]], Validate]
+    make: Callable[[argparse.Namespace, DatasetDescription, list[str]], Validate]
     image_fn: Callable[..., None]
 
 
 #: type of ``DatasetDescription.procedure`` -> its validation procedure
-VALIDATIONS: Dict[type, ValidationProcedure] = {
+VALIDATIONS: dict[type, ValidationProcedure] = {
     SlidingWindow: ValidationProcedure(_sliding_window_args, _sliding_window, add_volume_snapshot),
     SliceWise: ValidationProcedure(_slices_args, _slices, add_slice_snapshot),
 }
@@ -102,7 +106,7 @@ def procedure(d: DatasetDescription) -> ValidationProcedure:
     return VALIDATIONS[kind]
 
 
-def build_parser(d: DatasetDescription, description: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(d: DatasetDescription, description: str | None = None) -> argparse.ArgumentParser:
     """The training flags of dataset ``d`` (``description``: the script's docstring for ``--help``)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, d)
@@ -110,8 +114,8 @@ def build_parser(d: DatasetDescription, description: Optional[str] = None) -> ar
     return p
 
 
-def parse_args(d: DatasetDescription, argv: Optional[Sequence[str]] = None,
-               description: Optional[str] = None) -> argparse.Namespace:
+def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
+               description: str | None = None) -> argparse.Namespace:
     """Parse and check the training flags of ``d`` (every flag, before anything is read or written).
 
     Raises:
@@ -139,7 +143,7 @@ def parse_args(d: DatasetDescription, argv: Optional[Sequence[str]] = None,
     return args
 
 
-def cuda_determinism_blockers(args: argparse.Namespace, d: DatasetDescription) -> List[str]:
+def cuda_determinism_blockers(args: argparse.Namespace, d: DatasetDescription) -> list[str]:
     """With ``--deterministic 2`` on a CUDA device (``auto`` where a GPU is visible): the operations
     of the method's network and trained losses that have no deterministic CUDA kernel (empty
     otherwise, and on the CPU). The network is built on the ``meta`` device: no memory, no
@@ -168,11 +172,11 @@ def check_item_counts(args: argparse.Namespace, d: DatasetDescription, n_train: 
     if n_labeled > n_train - held:
         raise ValueError(f"--labelnum {args.labelnum} asks for {n_labeled} labeled training {d.item}, but "
                          f"{d.train_list} has {n_train}" + (f", {held} of them held out by --val_num" if held else "")
-                         + f"; choose a smaller --labelnum")
+                         + "; choose a smaller --labelnum")
 
 
 def build_loader(args: argparse.Namespace, d: DatasetDescription,
-                 n_train: Optional[int] = None) -> Tuple[Any, List[int]]:
+                 n_train: int | None = None) -> tuple[Any, list[int]]:
     """The two-stream loader (labeled-only with ``--supervised_only``) over the training items:
     the first ``labeled_items(root, --labelnum)`` are labeled, the rest (less those held out for
     ``--select val``) unlabeled. Returns the loader and the held-out item indices."""
@@ -187,7 +191,7 @@ def build_loader(args: argparse.Namespace, d: DatasetDescription,
     n_labeled = d.labeled_items(args.root_path, args.labelnum)
     if n_labeled > usable:
         raise ValueError(f"--labelnum {args.labelnum} exceeds the {usable} usable training {d.item}")
-    logging.info("%d training %s, %d labeled (--labelnum %d)%s", total, d.item, n_labeled, args.labelnum,
+    logger.info("%d training %s, %d labeled (--labelnum %d)%s", total, d.item, n_labeled, args.labelnum,
                  f", {len(held_out)} held out for validation" if held_out else "")
     labeled = list(range(n_labeled))
     if args.supervised_only:
@@ -200,8 +204,8 @@ def build_loader(args: argparse.Namespace, d: DatasetDescription,
     return make_train_loader(args, db, sampler), held_out
 
 
-def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids: List[str],
-                     held_out: List[int]) -> List[str]:
+def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids: list[str],
+                     held_out: list[int]) -> list[str]:
     """The volumes model selection validates on: held-out training items (``--select val`` on a
     ``holdout_from_train`` dataset) or the lines of ``<select>.list``."""
     if args.select == "val" and d.holdout_from_train:
@@ -209,7 +213,7 @@ def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids:
     return read_list(os.path.join(args.root_path, f"{args.select}.list"))
 
 
-def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
+def train(args: argparse.Namespace, d: DatasetDescription) -> dict[str, object]:
     """One training run of ``args.method`` on dataset ``d``; returns the run summary.
 
     Everything that can be checked is checked before the snapshot folder is written: the lists,
@@ -229,7 +233,7 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
         refuse_existing_run(snapshot, args.overwrite)
     device = setup_device(args)
     loader, held_out = build_loader(args, d, len(train_ids))  # decodes and checks the training data
-    names: List[str] = []
+    names: list[str] = []
     if args.select != "last":
         names = validation_names(args, d, train_ids, held_out)
         check_files([d.case_path(args.root_path, n) for n in names], d.num_classes, 3, progress=True,
@@ -237,12 +241,12 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
     removed = open_snapshot(snapshot, clear=args.overwrite)
     setup_logging(snapshot)
     if removed:
-        logging.warning("--overwrite: deleted the earlier run in %s (%s)", snapshot, ", ".join(removed))
+        logger.warning("--overwrite: deleted the earlier run in %s (%s)", snapshot, ", ".join(removed))
     seed_everything(args.seed, int(args.deterministic))
     method = get_method(args.method).from_args(args, d, d.num_classes, device)
     validate = None
     if names:
-        logging.info("model selection on %d %s volumes%s", len(names), args.select,
+        logger.info("model selection on %d %s volumes%s", len(names), args.select,
                      " (the TEST set: released behaviour)" if args.select == "test" else "")
         validate = procedure(d).make(args, d, names)
     image_fn = procedure(d).image_fn
@@ -266,18 +270,18 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> Dict[str, object]:
     return trainer.train()
 
 
-def script_functions(d: DatasetDescription, doc: Optional[str]) -> Tuple[Callable[..., argparse.Namespace],
-                                                                          Callable[..., Dict[str, object]],
-                                                                          Callable[..., Dict[str, object]]]:
+def script_functions(d: DatasetDescription, doc: str | None) -> tuple[Callable[..., argparse.Namespace],
+                                                                          Callable[..., dict[str, object]],
+                                                                          Callable[..., dict[str, object]]]:
     """A training script's ``parse_args(argv)``, ``train(args)`` and ``main(argv)`` for dataset ``d``
     (``doc``: the script's docstring, its ``--help`` text)."""
-    def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return parse_args(d, argv, doc)
 
-    def run(args: argparse.Namespace) -> Dict[str, object]:
+    def run(args: argparse.Namespace) -> dict[str, object]:
         return train(args, d)
 
-    def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         return run(parse(argv))
 
     return parse, run, main

@@ -1,4 +1,5 @@
 """Tensorboard image snapshots of training batches: image | label | prediction."""
+from __future__ import annotations
 from typing import Any
 
 import torch

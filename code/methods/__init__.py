@@ -11,9 +11,10 @@ The baselines of Tables 1-2 (README "Baselines"): ``uamt`` (UA-MT), ``sassnet``
 the losses, weights and ramps of its public code under SS-Net's training
 setting (iterations, batch, optimiser, schedule, data, model selection).
 """
+from __future__ import annotations
 import argparse
 import importlib
-from typing import Any, Optional, Type
+from typing import Any
 
 from torch import nn
 
@@ -31,7 +32,7 @@ METHODS = {
 }
 
 
-def get_method(name: str) -> Type[Method]:
+def get_method(name: str) -> type[Method]:
     """The class of ``--method name``.
 
     Raises:
@@ -49,7 +50,7 @@ def add_method_args(parser: argparse.ArgumentParser, dataset: DatasetDescription
 
 
 def build_test_model(method: str, dataset: Any, num_classes: int, device: Any,
-                     model: Optional[str] = None) -> nn.Module:
+                     model: str | None = None) -> nn.Module:
     """The network whose checkpoint a test script loads for ``--method`` (test mode, no dropout).
 
     Its first output is the one the method is tested on: SS-Net's

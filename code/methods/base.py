@@ -29,9 +29,10 @@ The run engine (:mod:`engine.trainer`) knows a method only through this class:
 Methods raise ``ValueError`` (bad flags, batches or datasets) or
 ``RuntimeError``; the scripts turn them into one-line messages.
 """
+from __future__ import annotations
 import abc
 import argparse
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,11 +47,11 @@ class Method(abc.ABC):
     key: str = ""
     #: display name, the default ``--exp`` (snapshot folder ``<dataset>_<name>_<n>_labeled``)
     name: str = "Method"
-    log_keys: Tuple[str, ...] = ("loss",)
+    log_keys: tuple[str, ...] = ("loss",)
     #: operations of this method's trained losses (not its networks, which
     #: :func:`networks.net_factory.cuda_nondeterministic_ops` inspects) that have no
     #: deterministic CUDA kernel, e.g. the spatial cross-entropy's ``nll_loss2d``
-    cuda_nondeterministic: Tuple[str, ...] = ()
+    cuda_nondeterministic: tuple[str, ...] = ()
     model: nn.Module
 
     #: the rest of a step, after :meth:`prepare_step`, may draw from the global CPU generators
@@ -63,7 +64,7 @@ class Method(abc.ABC):
         is still busy with the previous iteration (nothing by default)."""
 
     @classmethod
-    def add_args(cls, parser: "argparse._ActionsContainer", dataset: DatasetDescription) -> None:
+    def add_args(cls, parser: argparse._ActionsContainer, dataset: DatasetDescription) -> None:
         """Add this class's own flags (defaults may come from ``dataset``); none by default."""
 
     @classmethod
@@ -76,28 +77,28 @@ class Method(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def build_model(cls, dataset: "str | DatasetDescription", num_classes: int, mode: str = "train",
-                    device: Optional[Any] = None, model: Optional[str] = None) -> nn.Module:
+    def build_model(cls, dataset: str | DatasetDescription, num_classes: int, mode: str = "train",
+                    device: Any | None = None, model: str | None = None) -> nn.Module:
         """The method's network (``mode`` ``"train"`` or ``"test"``); ``model`` is ``--model``."""
 
     @classmethod
     @abc.abstractmethod
-    def from_args(cls, args: argparse.Namespace, dataset: "str | DatasetDescription", num_classes: int,
-                  device: torch.device) -> "Method":
+    def from_args(cls, args: argparse.Namespace, dataset: str | DatasetDescription, num_classes: int,
+                  device: torch.device) -> Method:
         """The method as the parsed flags describe it, its networks on ``device``."""
 
     @abc.abstractmethod
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration: image (B, 1, *S), label (B, *S), labeled items first."""
 
     def after_step(self, iter_num: int) -> None:
         """Work after the optimiser step (nothing by default)."""
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """Extra state for ``--resume`` besides the model (none by default)."""
         return {}
 
-    def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         """Restore :meth:`state_dict` (nothing by default)."""
 
 

@@ -16,8 +16,9 @@
   ``dice="classes"`` one (ACDC) the mean over all C classes (background
   included, one-hot g), as in their public code.
 """
+from __future__ import annotations
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 SQ_DICE_SMOOTH = 1e-5
 
 
-def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: "str | DatasetDescription") -> torch.Tensor:
+def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: str | DatasetDescription) -> torch.Tensor:
     """Supervised soft Dice of the labeled items.
 
     probs (L, C, *S) softmax probabilities, labels (L, *S) integer classes.
@@ -65,8 +66,8 @@ class Baseline(Method):
     #: True: w(t) uses the iteration count after the increment (MC-Net's public code); False: before it.
     RAMP_AFTER_INCREMENT = False
 
-    def __init__(self, dataset: "str | DatasetDescription", model: nn.Module, num_classes: int, labeled_bs: int,
-                 consistency: Optional[float] = None, consistency_rampup: Optional[float] = None) -> None:
+    def __init__(self, dataset: str | DatasetDescription, model: nn.Module, num_classes: int, labeled_bs: int,
+                 consistency: float | None = None, consistency_rampup: float | None = None) -> None:
         self.data = get_dataset(dataset)
         setting = self.data.method(self.key)
         if labeled_bs < 1:
@@ -91,8 +92,8 @@ class Baseline(Method):
                                  "baseline's own (40 on LA, 200 on ACDC). --consistency_rampup is SS-Net's")
 
     @classmethod
-    def build_model(cls, dataset: "str | DatasetDescription", num_classes: int, mode: str = "train",
-                    device: Optional[Any] = None, model: Optional[str] = None) -> nn.Module:
+    def build_model(cls, dataset: str | DatasetDescription, num_classes: int, mode: str = "train",
+                    device: Any | None = None, model: str | None = None) -> nn.Module:
         """The method's network on ``dataset`` (``model``, SS-Net's ``--model``, does not apply);
         ``network(x)[0]`` is the output it is validated and tested on."""
         network = get_dataset(dataset).method(cls.key).network
@@ -118,7 +119,7 @@ class Baseline(Method):
                 raise ValueError(f"--{flag} is an SS-Net ablation flag; {cls.name} has no such loss term")
 
     @classmethod
-    def weight_from_args(cls, args: Any, dataset: "str | DatasetDescription") -> Tuple[float, float]:
+    def weight_from_args(cls, args: Any, dataset: str | DatasetDescription) -> tuple[float, float]:
         """(lambda, L): ``--baseline_consistency`` / ``--baseline_rampup`` or the baseline's own values."""
         data = get_dataset(dataset)
         setting = data.method(cls.key)
@@ -132,13 +133,13 @@ class Baseline(Method):
 
     @classmethod
     def kwargs_from_args(cls, args: Any, dataset: DatasetDescription, num_classes: int,
-                         device: torch.device) -> Dict[str, Any]:
+                         device: torch.device) -> dict[str, Any]:
         """The subclass's own constructor arguments from the flags (built after the model)."""
         return {}
 
     @classmethod
-    def from_args(cls, args: Any, dataset: "str | DatasetDescription", num_classes: int,
-                  device: torch.device) -> "Baseline":
+    def from_args(cls, args: Any, dataset: str | DatasetDescription, num_classes: int,
+                  device: torch.device) -> Baseline:
         cls.check_flags(args)
         data = get_dataset(dataset)
         lam, ramp = cls.weight_from_args(args, data)

@@ -17,7 +17,8 @@ channels each, README "Baselines"). One iteration:
 Dice: LA the foreground channel, ACDC the 4-class mean (1e-5 smoothing).
 Tested on the segmentation head (the first output).
 """
-from typing import Any, Dict, Optional
+from __future__ import annotations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,17 +50,17 @@ class DTC(Baseline):
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_consistency", "consistency_weight")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
-                 consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
+                 consistency: float | None = None, consistency_rampup: float | None = None,
                  beta: float = 0.3) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
         self.beta = beta
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """``--beta`` (a SASSNet flag: both weight the SDF regression loss)."""
         return {"beta": getattr(args, "beta", 0.3)}
 
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
         self.check_batch(image, label)
         lbs = self.labeled_bs
@@ -67,7 +68,7 @@ class DTC(Baseline):
         logits, sdf = self.model(image)
         probs = F.softmax(logits, dim=1)
         labels = label[:lbs]
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         out["loss_sdf"] = F.mse_loss(sdf[:lbs], sdf_target(labels, sdf.shape[1]))
         out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
         out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised (released)

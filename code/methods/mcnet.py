@@ -19,7 +19,8 @@ in upsampling; p_k = softmax of decoder k over the whole batch. One iteration:
 
 Tested on decoder 1 only (the first output).
 """
-from typing import Any, Dict, Optional
+from __future__ import annotations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ class MCNet(Baseline):
     RAMP_AFTER_INCREMENT = True
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
-                 consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
+                 consistency: float | None = None, consistency_rampup: float | None = None,
                  temperature: float = 0.1, dice: str = "released") -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
         if dice not in DICE_FORMS:
@@ -109,7 +110,7 @@ class MCNet(Baseline):
                                  "or the usual form")
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """``--temperature`` and ``--mcnet_dice``."""
         return {"temperature": getattr(args, "temperature", 0.1), "dice": getattr(args, "mcnet_dice", "released")}
 
@@ -119,7 +120,7 @@ class MCNet(Baseline):
             return binary_dice_loss(probs[:, 1], labels == 1)
         return mcnet2d_dice_loss(probs, labels, self.dice)
 
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
         self.check_batch(image, label)
         lbs = self.labeled_bs
@@ -127,7 +128,7 @@ class MCNet(Baseline):
         outputs = self.model(image)
         probs = [F.softmax(o, dim=1) for o in outputs]
         labels = label[:lbs]
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         out["loss_dice"] = sum(self.supervised_dice(p[:lbs], labels) for p in probs)
         out["loss_ce"] = sum(logged_cross_entropy(o[:lbs], labels) for o in outputs)  # logged only
         out["loss_consistency"] = mutual_consistency(probs, self.temperature)

@@ -26,8 +26,10 @@ of Tables 1-2 (all at most 10% labels); L = 40 on LA (public), 200 on ACDC
 (no public 2D SASSNet; 200 is the 2D ramp of every SSL4MIS baseline over
 30000 iterations). Dice: LA the foreground channel, ACDC the 4-class mean.
 """
+from __future__ import annotations
 import logging
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -71,19 +73,19 @@ class SASSNet(Baseline):
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_adv", "loss_D", "consistency_weight")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
-                 discriminator: nn.Module, consistency: Optional[float] = None,
-                 consistency_rampup: Optional[float] = None, beta: float = 0.3, d_lr: float = D_LR) -> None:
+                 discriminator: nn.Module, consistency: float | None = None,
+                 consistency_rampup: float | None = None, beta: float = 0.3, d_lr: float = D_LR) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
         self.discriminator = discriminator
         self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=d_lr, betas=D_BETAS)
         self.beta = beta
-        self._image: Optional[torch.Tensor] = None
-        self._last_d_loss: Optional[torch.Tensor] = None
-        self._out: Optional[Dict[str, torch.Tensor]] = None
+        self._image: torch.Tensor | None = None
+        self._last_d_loss: torch.Tensor | None = None
+        self._out: dict[str, torch.Tensor] | None = None
 
     @staticmethod
     def build_discriminator(dataset: Any, num_classes: int, patch_size: Sequence[int],
-                            device: Optional[Any] = None) -> nn.Module:
+                            device: Any | None = None) -> nn.Module:
         """FC3DDiscriminator (3D datasets: LA) or FCDiscriminator (2D: ACDC) for C-channel SDF maps
         and 1-channel images."""
         cls = FC3DDiscriminator if get_dataset(dataset).spatial_dims == 3 else FCDiscriminator
@@ -96,12 +98,12 @@ class SASSNet(Baseline):
         parser.add_argument("--beta", type=float, default=0.3, help="SASSNet/DTC: weight of the SDF regression loss")
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """The discriminator (built after the segmentation network) and ``--beta``."""
         return {"discriminator": cls.build_discriminator(dataset, num_classes, args.patch_size, device),
                 "beta": getattr(args, "beta", 0.3)}
 
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Generator losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
         self.check_batch(image, label)
         lbs = self.labeled_bs
@@ -111,7 +113,7 @@ class SASSNet(Baseline):
         probs = F.softmax(logits, dim=1)
         labels = label[:lbs]
         gt_sdf = sdf_target(labels, sdf.shape[1])
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         out["loss_sdf"] = F.mse_loss(sdf[:lbs], gt_sdf)
         out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
         out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised (released)
@@ -152,10 +154,10 @@ class SASSNet(Baseline):
             self._out["loss_D"] = self._last_d_loss
         self._image, self._out = None, None
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"discriminator": {k: v.detach().cpu() for k, v in self.discriminator.state_dict().items()},
                 "d_optimizer": self.d_optimizer.state_dict()}
 
-    def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.discriminator.load_state_dict(state["discriminator"], strict=True)
         self.d_optimizer.load_state_dict(state["d_optimizer"])

@@ -20,6 +20,7 @@ design (SSL4MIS ``compute_sdf_multi``); with one channel, the SDF of
 patch, gets an all-zero SDF (the public code leaves empty masks at 0; a full
 mask would divide by zero there).
 """
+from __future__ import annotations
 import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt

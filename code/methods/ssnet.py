@@ -17,9 +17,10 @@ VAT; on CUDA the VAT noise is drawn before the forward, in
 :meth:`SSNet.prepare_step`, which draws from the CPU generator only), so a
 seeded run reproduces theirs.
 """
+from __future__ import annotations
 import argparse
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from utils.separation import PrototypeMemory, separation_step
 from utils.vat import VATLoss, uniform_noise
 
 
-def rms_scaled_magnitude(magnitude: float, patch: List[int], released_patch: List[int]) -> float:
+def rms_scaled_magnitude(magnitude: float, patch: list[int], released_patch: list[int]) -> float:
     """``--magnitude_scaling rms``: epsilon is an L2 norm over the whole input, so the same
     per-pixel RMS at another size needs ``magnitude * sqrt(prod(patch) / prod(released_patch))``
     (ACDC: 6 at 256x256 -> 1.5 at 64x64; LA: 10 at 112x112x80 -> 10 sqrt(voxels / 1003520))."""
@@ -74,11 +75,11 @@ class SSNet(Method):
     args_title = "SS-Net (--method ssnet)"
     log_keys = ("loss", "loss_dice", "loss_ce", "loss_lds", "loss_cs_l", "loss_cs_u", "consistency_weight")
 
-    def __init__(self, dataset: "str | DatasetDescription", model: nn.Module, num_classes: int, labeled_bs: int,
+    def __init__(self, dataset: str | DatasetDescription, model: nn.Module, num_classes: int, labeled_bs: int,
                  lds: str = "dice", cs: bool = True, supervised_only: bool = False,
-                 consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
-                 magnitude: Optional[float] = None, xi: float = 10.0, prototype_keep: str = "lowest",
-                 memory_weighting: str = "released", ramp_after_increment: Optional[bool] = None) -> None:
+                 consistency: float | None = None, consistency_rampup: float | None = None,
+                 magnitude: float | None = None, xi: float = 10.0, prototype_keep: str = "lowest",
+                 memory_weighting: str = "released", ramp_after_increment: bool | None = None) -> None:
         data = get_dataset(dataset)
         if lds not in ("dice", "kl", "none"):
             raise ValueError(f"--lds must be dice, kl or none, got {lds!r}")
@@ -101,7 +102,7 @@ class SSNet(Method):
         #: the same draw in the same order of the CPU generator wherever the forward draws nothing
         #: from it, i.e. on CUDA (dropout masks come from the CUDA generator), the default there
         self.predraw_noise = next(model.parameters()).device.type == "cuda"
-        self._noise: Optional[torch.Tensor] = None
+        self._noise: torch.Tensor | None = None
 
     @classmethod
     def add_args(cls, parser: Any, dataset: DatasetDescription) -> None:
@@ -143,16 +144,16 @@ class SSNet(Method):
             args.magnitude = rms_scaled_magnitude(args.magnitude, args.patch_size, args.released_patch)
 
     @classmethod
-    def build_model(cls, dataset: "str | DatasetDescription", num_classes: int, mode: str = "train",
-                    device: Optional[Any] = None, model: Optional[str] = None) -> nn.Module:
+    def build_model(cls, dataset: str | DatasetDescription, num_classes: int, mode: str = "train",
+                    device: Any | None = None, model: str | None = None) -> nn.Module:
         """``net_factory(model)`` with SS-Net's heads; ``model`` defaults to the dataset's (VNet, unet)."""
         if model is None:
             model = get_dataset(dataset).method(cls.key).network
         return net_factory(model, in_chns=1, class_num=num_classes, mode=mode, device=device)
 
     @classmethod
-    def from_args(cls, args: Any, dataset: "str | DatasetDescription", num_classes: int,
-                  device: torch.device) -> "SSNet":
+    def from_args(cls, args: Any, dataset: str | DatasetDescription, num_classes: int,
+                  device: torch.device) -> SSNet:
         model = cls.build_model(dataset, num_classes, "train", device, model=args.model)
         return cls(dataset, model, num_classes, args.labeled_bs, lds=args.lds, cs=args.cs == "on",
                    supervised_only=args.supervised_only, consistency=args.consistency,
@@ -182,7 +183,7 @@ class SSNet(Method):
         t = iter_num + 1 if self.ramp_after_increment else iter_num
         return consistency_weight(t, self.consistency, self.consistency_rampup)
 
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration. image (B, 1, *S), label (B, *S) with the
         labeled items first. Returns a dict of scalar tensors; ``"loss"`` is
         the one to back-propagate. Host synchronisations: one, in
@@ -195,7 +196,7 @@ class SSNet(Method):
         probs = F.softmax(logits, dim=1)
         lbs = image.shape[0] if self.supervised_only else self.labeled_bs
         labels = label[:lbs]
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         zero = logits.new_zeros(())
         if self.cs and not self.supervised_only:
             out["loss_cs_l"], out["loss_cs_u"] = separation_step(
@@ -215,9 +216,9 @@ class SSNet(Method):
         out["probs"] = probs.detach()
         return out
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs besides the model: the prototype memory."""
         return self.memory.state_dict()
 
-    def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.memory.load_state_dict(state, device)

@@ -21,10 +21,11 @@ One iteration (labeled items first, B_L = labeled_bs, x_U = the unlabeled items)
 Dice: LA the foreground channel, ACDC the 4-class mean (1e-5 smoothing). The
 student is the plain V-Net / U-Net and is what is validated and tested.
 """
+from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +101,8 @@ class UAMT(Baseline):
                 "mask_fraction")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int, max_iterations: int,
-                 consistency: Optional[float] = None, consistency_rampup: Optional[float] = None,
-                 teacher: Optional[nn.Module] = None, ema_decay: float = EMA_DECAY, passes: int = 8) -> None:
+                 consistency: float | None = None, consistency_rampup: float | None = None,
+                 teacher: nn.Module | None = None, ema_decay: float = EMA_DECAY, passes: int = 8) -> None:
         super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
         if passes < 2 or passes % 2:
             raise ValueError(f"UAMT: passes must be an even number >= 2, got {passes}")
@@ -125,13 +126,13 @@ class UAMT(Baseline):
         parser.add_argument("--ema_decay", type=float, default=EMA_DECAY, help="UA-MT: EMA decay of the teacher")
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> Dict[str, Any]:
+    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """T_max, the EMA decay and the teacher (its own initialisation, after the student's, as released)."""
         teacher = cls.build_model(dataset, num_classes, "train", device)
         return {"max_iterations": args.max_iterations, "teacher": teacher,
                 "ema_decay": getattr(args, "ema_decay", EMA_DECAY)}
 
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
         self.check_batch(image, label)
         lbs = self.labeled_bs
@@ -149,7 +150,7 @@ class UAMT(Baseline):
             uncertainty = uncertainty_map(preds)
         probs = F.softmax(logits, dim=1)
         labels = label[:lbs]
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         out["loss_ce"] = cross_entropy_loss(logits[:lbs], labels)
         out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
         threshold = uncertainty_threshold(iter_num, self.max_iterations)
@@ -167,8 +168,8 @@ class UAMT(Baseline):
         """EMA update after the optimiser step; ``iter_num`` iterations done (global step = iter_num - 1)."""
         update_ema(self.teacher, self.model, self.ema_decay, iter_num - 1)
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"teacher": {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()}}
 
-    def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.teacher.load_state_dict(state["teacher"], strict=True)

@@ -18,7 +18,8 @@ with Dice the C-class mean (background included, 1e-5 smoothing, SSL4MIS
 LA L = 40 (no public LA code; the LA ramp of the other baselines, README
 "Baselines"). Tested on the first output.
 """
-from typing import Dict, Sequence
+from __future__ import annotations
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ class URPC(Baseline):
     cuda_nondeterministic = ("nll_loss2d_forward (the supervised cross-entropy, which is trained)",)
     log_keys = ("loss", "loss_ce", "loss_dice", "loss_consistency", "consistency_weight")
 
-    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> Dict[str, torch.Tensor]:
+    def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
         self.check_batch(image, label)
         lbs = self.labeled_bs
@@ -63,7 +64,7 @@ class URPC(Baseline):
         probs = [F.softmax(o, dim=1) for o in outputs]
         labels = label[:lbs]
         dice = DiceLoss(self.num_classes, smooth=SQ_DICE_SMOOTH)
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         out["loss_ce"] = sum(cross_entropy_loss(o[:lbs], labels) for o in outputs) / len(outputs)
         out["loss_dice"] = sum(dice(p[:lbs], labels) for p in probs) / len(outputs)
         supervised = (out["loss_ce"] + out["loss_dice"]) / 2  # = (1/8) sum of the 4 CE and 4 Dice terms

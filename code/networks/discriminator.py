@@ -23,13 +23,14 @@ always averages the whole final map (= AvgPool3d(7, 7, 5) at 112x112x80); the
 2D pooling kernel is min(7, side) per axis and the Linear layer takes whatever
 the pooling leaves. Released sizes give the released layers exactly.
 """
-from typing import Sequence, Tuple
+from __future__ import annotations
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 
-def _final_map(patch_size: Sequence[int], name: str) -> Tuple[int, ...]:
+def _final_map(patch_size: Sequence[int], name: str) -> tuple[int, ...]:
     """Side lengths after four k4-s2-p1 convolutions (each halves, rounding down)."""
     sizes = tuple(int(s) for s in patch_size)
     out = []

@@ -13,7 +13,7 @@ last 16-channel decoder features:
 The attribute names are those of the released checkpoints, so their
 state_dicts load with ``strict=True``.
 """
-from typing import List
+from __future__ import annotations
 
 from torch import nn
 
@@ -66,13 +66,13 @@ class SSNetHeadsMixin:
             )
 
     @property
-    def feature_selectors(self) -> List[nn.Module]:
+    def feature_selectors(self) -> list[nn.Module]:
         """``[contrastive_class_selector_0, ..., _{C-1}]`` (attention on pixel features)."""
         self._require_heads()
         return [getattr(self, f"contrastive_class_selector_{c}") for c in range(self.num_classes)]
 
     @property
-    def memory_selectors(self) -> List[nn.Module]:
+    def memory_selectors(self) -> list[nn.Module]:
         """``[contrastive_class_selector_memory0, ..., memory{C-1}]`` (attention on prototypes)."""
         self._require_heads()
         return [getattr(self, f"contrastive_class_selector_memory{c}") for c in range(self.num_classes)]

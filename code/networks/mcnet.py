@@ -18,7 +18,7 @@ decoder 1 only, which is the first output. Module names follow the public
 checkpoints (``decoder1.block_five_up.conv.0.weight``,
 ``decoder2.block_five_up.conv.1.weight``, ``decoder2.up1.up.weight`` ...).
 """
-from typing import List, Tuple
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -103,9 +103,9 @@ class MCNet3d(nn.Module):
         self.decoder1 = vnet3d.Decoder(n_classes, n_filters, has_dropout)
         self.decoder2 = TrilinearDecoder(n_classes, n_filters, has_dropout)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(x, "MCNet3d", spatial_dims=3, in_channels=self.in_channels, multiple=16)
-        features: List[torch.Tensor] = self.encoder(x)
+        features: list[torch.Tensor] = self.encoder(x)
         return self.decoder1(features)[0], self.decoder2(features)[0]
 
 
@@ -128,7 +128,7 @@ class MCNet2d(nn.Module):
         self.decoder1 = unet2d.Decoder(class_num)
         self.decoder2 = DeconvDecoder(class_num)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(x, "MCNet2d", spatial_dims=2, in_channels=self.in_channels, multiple=16)
         features = self.encoder(x)
         return self.decoder1(features)[0], self.decoder2(features)[0]

@@ -1,5 +1,6 @@
 """``net_factory``: build a network by the reference's names, on a device."""
-from typing import Callable, Dict, Optional, Union
+from __future__ import annotations
+from typing import Callable
 
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ _ALIASES = {"vnet": "VNet", "v-net": "VNet", "unet": "unet", "u-net": "unet"}
 
 #: The baselines' networks (names of their public code, lower case) -> builder(in_chns, class_num, dropout).
 #: They carry no SS-Net heads (``with_heads`` does not apply to them).
-BASELINE_NETWORKS: Dict[str, Callable[[int, int, bool], nn.Module]] = {
+BASELINE_NETWORKS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "vnet_sdf": lambda i, c, d: VNetSDF(n_channels=i, n_classes=c, has_dropout=d),        # SASSNet / DTC, LA
     "unet_sdf": lambda i, c, d: UNetSDF(in_chns=i, class_num=c),                          # SASSNet / DTC, ACDC
     "mcnet3d_v1": lambda i, c, d: MCNet3d(n_channels=i, n_classes=c, has_dropout=d),      # MC-Net, LA
@@ -25,7 +26,7 @@ BASELINE_NETWORKS: Dict[str, Callable[[int, int, bool], nn.Module]] = {
 }
 
 
-def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else CPU. A CUDA device on a
     machine without one raises with what to do instead."""
     if device is None or str(device) == "auto":
@@ -46,7 +47,7 @@ def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.d
 
 
 def net_factory(net_type: str = "unet", in_chns: int = 1, class_num: int = 4, mode: str = "train",
-                device: Optional[Union[str, torch.device]] = None, with_heads: bool = True) -> nn.Module:
+                device: str | torch.device | None = None, with_heads: bool = True) -> nn.Module:
     """Build ``"VNet"`` (3D, LA) or ``"unet"`` (2D, ACDC) with SS-Net's heads, or a baseline's network.
 
     Args:

@@ -6,7 +6,8 @@ Each up block: 1x1 conv to the skip's channels, bilinear x2 (align_corners=True)
 concatenation [skip, upsampled], ConvBlock. ``out_conv`` is a 3x3 conv.
 Module names follow the released checkpoints.
 """
-from typing import List, Sequence, Tuple
+from __future__ import annotations
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -65,7 +66,7 @@ class Encoder(nn.Module):
         self.down3 = DownBlock(chns[2], chns[3], dropout[3])
         self.down4 = DownBlock(chns[3], chns[4], dropout[4])
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x0 = self.in_conv(x)
         x1 = self.down1(x0)
         x2 = self.down2(x1)
@@ -82,7 +83,7 @@ class Decoder(nn.Module):
         self.up4 = UpBlock(chns[1], chns[0], chns[0])
         self.out_conv = nn.Conv2d(chns[0], num_classes, kernel_size=3, padding=1)
 
-    def forward(self, skips: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, skips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x0, x1, x2, x3, x4 = skips
         x = self.up3(self.up2(self.up1(x4, x3), x2), x1)
         x_last = self.up4(x, x0)
@@ -113,6 +114,6 @@ class UNet(SSNetHeadsMixin, nn.Module):
         if with_heads:
             self._add_ssnet_heads(class_num)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(x, "UNet", spatial_dims=2, in_channels=self.in_channels, multiple=16)
         return self.decoder(self.encoder(x))

@@ -11,7 +11,7 @@ that design exactly, so both SASSNet-2D and DTC-2D use it here:
 
 The segmentation logits come first in the output (the tested output).
 """
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ class UNetSDF(nn.Module):
     in ``model.train()`` only.
     """
 
-    def __init__(self, in_chns: int = 1, class_num: int = 4, sdf_channels: Optional[int] = None) -> None:
+    def __init__(self, in_chns: int = 1, class_num: int = 4, sdf_channels: int | None = None) -> None:
         super().__init__()
         self.in_channels = in_chns
         self.num_classes = class_num
@@ -43,7 +43,7 @@ class UNetSDF(nn.Module):
         self.out_conv_sdf = nn.Conv2d(FEATURE_CHANNELS[0], self.sdf_channels, kernel_size=3, padding=1)
         self.tanh = nn.Tanh()
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(x, "UNetSDF", spatial_dims=2, in_channels=self.in_channels, multiple=16)
         logits, x_last = self.decoder(self.encoder(x))
         return logits, self.tanh(self.out_conv_sdf(x_last))

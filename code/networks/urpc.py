@@ -21,7 +21,8 @@
   the public model but is never used; it is kept so the parameter count
   (1.83 M) and the state_dict match.
 """
-from typing import List, Sequence, Tuple
+from __future__ import annotations
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -118,7 +119,7 @@ class UNet3DDeepSup(nn.Module):
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         check_input(x, "UNet3DDeepSup", spatial_dims=3, in_channels=self.in_channels, multiple=16)
         conv1 = self.conv1(x)
         conv2 = self.conv2(self.maxpool1(conv1))
@@ -177,7 +178,7 @@ class URPCDecoder(unet2d.Decoder):
         self.out_conv_dp1 = nn.Conv2d(c[1], num_classes, kernel_size=3, padding=1)
         self.feature_noise = FeatureNoise()
 
-    def forward_pyramid(self, skips: List[torch.Tensor], shape: Sequence[int]) -> Tuple[torch.Tensor, ...]:
+    def forward_pyramid(self, skips: list[torch.Tensor], shape: Sequence[int]) -> tuple[torch.Tensor, ...]:
         x0, x1, x2, x3, x4 = skips
         x = self.up1(x4, x3)
         dp3 = self.out_conv_dp3(F.dropout(x, p=0.5) if self.training else x)
@@ -209,6 +210,6 @@ class UNetURPC(nn.Module):
         self.encoder = unet2d.Encoder(in_chns)
         self.decoder = URPCDecoder(class_num)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         check_input(x, "UNetURPC", spatial_dims=2, in_channels=self.in_channels, multiple=16)
         return self.decoder.forward_pyramid(self.encoder(x), x.shape[2:])

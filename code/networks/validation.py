@@ -1,6 +1,7 @@
 """Input checks shared by the networks: wrong rank, channels or sizes fail early
 with a message that says what the network takes (instead of a shape error deep
 inside a convolution)."""
+from __future__ import annotations
 import torch
 
 
@@ -11,7 +12,8 @@ def check_input(x: torch.Tensor, name: str, spatial_dims: int, in_channels: int,
     if x.dim() != spatial_dims + 2:
         raise ValueError(
             f"{name} takes a {spatial_dims + 2}-D tensor {axes}, got shape {tuple(x.shape)}; "
-            + ("add the batch/channel axes, e.g. x[None, None]" if x.dim() == spatial_dims else "check the input's rank")
+            + ("add the batch/channel axes, e.g. x[None, None]" if x.dim() == spatial_dims
+               else "check the input's rank")
         )
     if x.shape[1] != in_channels:
         raise ValueError(

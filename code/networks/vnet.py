@@ -7,7 +7,7 @@ convolutions whose output is ADDED to the matching encoder stage, then 3, 3, 2,
 follows ``block_five`` and ``block_nine`` (released behaviour). Module names
 follow the released checkpoints (``encoder.block_two.conv.3.weight`` ...).
 """
-from typing import List, Tuple
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ class ConvBlock(nn.Module):
 
     def __init__(self, n_stages: int, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        ops: List[nn.Module] = []
+        ops: list[nn.Module] = []
         for i in range(n_stages):
             ops += [
                 nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
@@ -69,7 +69,7 @@ class Encoder(nn.Module):
         self.block_five = ConvBlock(3, 16 * f, 16 * f)
         self.dropout = nn.Dropout3d(p=0.5)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x1 = self.block_one(x)
         x2 = self.block_two(self.block_one_dw(x1))
         x3 = self.block_three(self.block_two_dw(x2))
@@ -96,7 +96,7 @@ class Decoder(nn.Module):
         self.out_conv = nn.Conv3d(f, num_classes, 1, padding=0)
         self.dropout = nn.Dropout3d(p=0.5)
 
-    def forward(self, skips: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, skips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x1, x2, x3, x4, x5 = skips
         x = self.block_six(self.block_five_up(x5) + x4)
         x = self.block_seven(self.block_six_up(x) + x3)
@@ -135,6 +135,6 @@ class VNet(SSNetHeadsMixin, nn.Module):
         if with_heads:
             self._add_ssnet_heads(n_classes)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(x, "VNet", spatial_dims=3, in_channels=self.in_channels, multiple=16)
         return self.decoder(self.encoder(x))

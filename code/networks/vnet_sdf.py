@@ -17,7 +17,7 @@ here the segmentation logits come first, because the trainer, the validation
 and the test scripts evaluate the first output (SASSNet and DTC are tested on
 the segmentation head).
 """
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ class VNetSDF(nn.Module):
     """
 
     def __init__(self, n_channels: int = 1, n_classes: int = 2, n_filters: int = 16,
-                 has_dropout: bool = False, sdf_channels: Optional[int] = None) -> None:
+                 has_dropout: bool = False, sdf_channels: int | None = None) -> None:
         super().__init__()
         self.in_channels = n_channels
         self.num_classes = n_classes
@@ -52,7 +52,7 @@ class VNetSDF(nn.Module):
         self.out_conv_sdf = nn.Conv3d(n_filters, self.sdf_channels, 1, padding=0)
         self.tanh = nn.Tanh()
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(x, "VNetSDF", spatial_dims=3, in_channels=self.in_channels, multiple=16)
         logits, x9 = self.decoder(self.encoder(x))
         return logits, self.tanh(self.out_conv_sdf(x9))

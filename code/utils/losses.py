@@ -16,7 +16,7 @@ float32 scalar tensor.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -67,7 +67,7 @@ def binary_dice_loss(predictive: torch.Tensor, target: torch.Tensor, eps: float 
 
 
 def soft_dice_loss(inputs: torch.Tensor, target: torch.Tensor, smooth: float = 1e-10,
-                   weight: Optional[Sequence[float]] = None) -> torch.Tensor:
+                   weight: Sequence[float] | None = None) -> torch.Tensor:
     """Multi-class soft Dice loss between two (B, C, *spatial) tensors.
 
     ``L = (1/C) * sum_c w_c * (1 - (2 * sum(a_c * b_c) + s) / (sum(a_c^2) + sum(b_c^2) + s))``
@@ -201,7 +201,7 @@ class DiceLoss(nn.Module):
         self.smooth = smooth
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor,
-                weight: Optional[Sequence[float]] = None, softmax: bool = False) -> torch.Tensor:
+                weight: Sequence[float] | None = None, softmax: bool = False) -> torch.Tensor:
         if inputs.dim() < 3 or inputs.shape[1] != self.n_classes:
             raise ValueError(
                 f"DiceLoss: inputs {tuple(inputs.shape)} must be (B, {self.n_classes}, *spatial)."

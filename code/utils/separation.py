@@ -33,7 +33,8 @@ projection and prediction heads run in the autocast dtype.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -60,7 +61,7 @@ def _outside_error(count: int, num_classes: int) -> ValueError:
     )
 
 
-def _class_order(labels: torch.Tensor, num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _class_order(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Device-side grouping of ``labels`` (N,) by class, without a host synchronisation.
 
     ``key = labels`` where ``0 <= labels < C``, else ``C``; ``order`` is the STABLE
@@ -76,7 +77,7 @@ def _class_order(labels: torch.Tensor, num_classes: int) -> Tuple[torch.Tensor, 
     return _sorted_counts(key, num_classes + 1)
 
 
-def _sorted_counts(key: torch.Tensor, bins: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _sorted_counts(key: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stable argsort of ``key`` (N,) with values in ``0..bins-1`` and the count of each value.
 
     Returns:
@@ -87,7 +88,7 @@ def _sorted_counts(key: torch.Tensor, bins: int) -> Tuple[torch.Tensor, torch.Te
     return order, edges.diff()
 
 
-def split_by_class(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> List[torch.Tensor]:
+def split_by_class(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     """Split the rows of ``features`` (N, D) by ``labels`` (N,) into ``num_classes`` groups.
 
     Group c holds the rows with label c in their original order (the same
@@ -181,13 +182,13 @@ class PrototypeMemory:
         self.num_classes = num_classes
         self.per_class = per_class
         self.keep = keep
-        self.memory: List[Optional[torch.Tensor]] = [None] * num_classes
+        self.memory: list[torch.Tensor | None] = [None] * num_classes
 
-    def state_dict(self) -> Dict[str, List[Optional[torch.Tensor]]]:
+    def state_dict(self) -> dict[str, list[torch.Tensor | None]]:
         """``{"memory": [None or the (n_c, D) tensor of class c, moved to the CPU]}``, for a checkpoint."""
         return {"memory": [None if m is None else m.detach().cpu() for m in self.memory]}
 
-    def load_state_dict(self, state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
         """Restore a :meth:`state_dict`, moving the tensors to ``device`` when given.
 
         bfloat16 / float16 entries (a checkpoint of a mixed-precision run before the
@@ -298,7 +299,7 @@ def _class_term(features_c: torch.Tensor, memory_c: torch.Tensor, selector: nn.M
         return weighted.mean()
 
 
-def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequence[Optional[torch.Tensor]],
+def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequence[torch.Tensor | None],
                     feature_selectors: Sequence[nn.Module], memory_selectors: Sequence[nn.Module],
                     memory_weighting: str = "released") -> torch.Tensor:
     """Inter-class separation loss L_cs, Eq. (4) of SS-Net.
@@ -355,12 +356,12 @@ def separation_loss(features: torch.Tensor, labels: torch.Tensor, memory: Sequen
                              features.device)
 
 
-def _memory_usable(memory: Sequence[Optional[torch.Tensor]]) -> bool:
+def _memory_usable(memory: Sequence[torch.Tensor | None]) -> bool:
     """Whether some class's memory holds more than one vector (else the loss is a constant 0)."""
     return any(m is not None and m.shape[0] > 1 for m in memory)
 
 
-def _loss_from_groups(groups: Sequence[torch.Tensor], memory: Sequence[Optional[torch.Tensor]],
+def _loss_from_groups(groups: Sequence[torch.Tensor], memory: Sequence[torch.Tensor | None],
                       feature_selectors: Sequence[nn.Module], memory_selectors: Sequence[nn.Module],
                       memory_weighting: str, device: torch.device) -> torch.Tensor:
     """``(1/C) * sum_c L_c`` over the classes with >1 memory vectors and >1 features; ``groups[c]`` is (M_c, D)."""
@@ -398,7 +399,7 @@ def _heads(heads: object) -> SeparationHeads:
 
 def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, labeled_bs: int,
                     memory: PrototypeMemory, heads: object, *,
-                    memory_weighting: str = "released") -> Tuple[torch.Tensor, torch.Tensor]:
+                    memory_weighting: str = "released") -> tuple[torch.Tensor, torch.Tensor]:
     """One SS-Net separation step (steps 2-4 of a training iteration); returns ``(L_cs^l, L_cs^u)``.
 
     1. predictions = argmax of the labeled probs, pseudo-labels = argmax of the
@@ -535,8 +536,8 @@ def separation_step(features: torch.Tensor, probs: torch.Tensor, labels: torch.T
     return loss_labeled, loss_unlabeled
 
 
-def _step_loss(features: torch.Tensor, order: torch.Tensor, sizes: List[int],
-               memory: Sequence[Optional[torch.Tensor]], feature_selectors: Sequence[nn.Module],
+def _step_loss(features: torch.Tensor, order: torch.Tensor, sizes: list[int],
+               memory: Sequence[torch.Tensor | None], feature_selectors: Sequence[nn.Module],
                memory_selectors: Sequence[nn.Module], memory_weighting: str, device: torch.device) -> torch.Tensor:
     """:func:`separation_loss` of ``features`` (M, D) from a precomputed grouping.
 

@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = ["mean_sd", "t_interval", "paired_bootstrap", "wilcoxon_p"]
 
 
-def mean_sd(values: Sequence[float]) -> Tuple[float, float, int]:
+def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     """(mean, sample sd with ddof 1 (NaN for one value), n) of the finite values."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -30,7 +30,7 @@ def mean_sd(values: Sequence[float]) -> Tuple[float, float, int]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan, int(x.size)
 
 
-def t_interval(differences: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
+def t_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): Student-t interval of the mean of K paired differences
     (one per seed), ``d_bar +- t_{(1+level)/2, K-1} s_d / sqrt(K)``; NaN bounds for K < 2."""
     from scipy import stats
@@ -46,7 +46,7 @@ def t_interval(differences: Sequence[float], level: float = 0.95) -> Tuple[float
 
 
 def paired_bootstrap(differences: np.ndarray, level: float = 0.95, n_boot: int = 10000,
-                     seed: int = 0) -> Tuple[float, float, float]:
+                     seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of paired differences ``differences`` (S seeds, N cases).
 
     Each of ``n_boot`` resamples draws S seeds and N cases with replacement

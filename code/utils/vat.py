@@ -19,13 +19,15 @@ Copy-ready: imports only torch and the standard library; works for 2D
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["first_output", "VATLoss", "vat_lds", "vat_distance", "l2_normalize", "uniform_noise", "frozen_bn_stats", "DISTANCES"]
+__all__ = ["first_output", "VATLoss", "vat_lds", "vat_distance", "l2_normalize", "uniform_noise", "frozen_bn_stats",
+           "DISTANCES"]
 
 DISTANCES = ("dice", "class_dice", "kl")
 
@@ -115,7 +117,7 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     ``running_var`` and ``num_batches_tracked`` untouched; the flags are
     restored on exit, also when an exception is raised.
     """
-    changed: List[nn.Module] = [
+    changed: list[nn.Module] = [
         m for m in model.modules() if getattr(m, "track_running_stats", False) is True and m.training
     ]
     for m in changed:
@@ -142,8 +144,8 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 def vat_lds(model: nn.Module, x: torch.Tensor, xi: float = 10.0, epsilon: float = 10.0,
-            ip: int = 1, distance: str = "dice", noise: Optional[torch.Tensor] = None
-            ) -> Tuple[torch.Tensor, torch.Tensor]:
+            ip: int = 1, distance: str = "dice", noise: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Local distributional smoothness loss and its adversarial perturbation.
 
     Order of work (as in the released SS-Net code, so values and random draws
@@ -227,7 +229,7 @@ class VATLoss(nn.Module):
         self.ip = int(ip)
         self.distance = distance
 
-    def forward(self, model: nn.Module, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, model: nn.Module, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Return the float32 scalar L_lds for the batch x (B, C_in, *spatial) (``noise``: see :func:`vat_lds`)."""
         lds, _ = vat_lds(model, x, self.xi, self.epsilon, self.ip, self.distance, noise)
         return lds
