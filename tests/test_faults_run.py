@@ -13,30 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+import test_training
 import train_acdc
 import train_la
 from engine.checkpoints import CheckpointError
 from engine.guard import TrainingDiverged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LA_FLAGS = ["--max_iterations", "4", "--patch_size", "32", "32", "16", "--labelnum", "2", "--num_workers", "0",
-            "--device", "cpu", "--log_interval", "2", "--val_start", "2", "--val_interval", "2",
-            "--stride_xy", "16", "--stride_z", "16", "--save_interval", "2"]
-ACDC_FLAGS = ["--max_iterations", "2", "--patch_size", "32", "32", "--batch_size", "4", "--labeled_bs", "2",
-              "--labelnum", "1", "--num_workers", "0", "--device", "cpu", "--log_interval", "1",
-              "--val_start", "2", "--val_interval", "2", "--save_interval", "1"]
-
-
-@pytest.fixture(scope="module")
-def la_root(tiny_data):
-    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
-
-
-@pytest.fixture(scope="module")
-def acdc_root(tiny_data):
-    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-
-
 def _with(flags, **changes):
     """``flags`` with the values of some flags replaced (``max_iterations=2``)."""
     out = list(flags)
@@ -44,6 +27,11 @@ def _with(flags, **changes):
         i = out.index(f"--{name}")
         out[i + 1] = str(value)
     return out
+
+
+LA_FLAGS = test_training.LA_FLAGS
+ACDC_FLAGS = _with(test_training.ACDC_FLAGS, max_iterations=2, log_interval=1, save_interval=1)
+la_root, acdc_root = test_training.la_root, test_training.acdc_root  # the same tiny data (module fixtures)
 
 
 def _snap(model_root, exp="SSNet"):

@@ -124,6 +124,18 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (labels.unsqueeze(1) == classes.view(shape).to(labels.dtype)).float()
 
 
+def _class_indices(logits: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+    """``labels`` (B, *spatial) or (B, 1, *spatial) as (B, *spatial), checked against ``logits`` (B, C, *spatial)."""
+    if labels.dim() == logits.dim() and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(
+            f"{name}: labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}; "
+            "expected (B, *spatial) integer labels."
+        )
+    return labels
+
+
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean voxel-wise cross-entropy ``-mean(log softmax(logits)[label])`` in float32.
 
@@ -133,13 +145,7 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
     The released SS-Net scripts log this value but do not train on it.
     """
-    if labels.dim() == logits.dim() and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.shape != logits.shape[:1] + logits.shape[2:]:
-        raise ValueError(
-            f"cross_entropy_loss: labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}; "
-            "expected (B, *spatial) integer labels."
-        )
+    labels = _class_indices(logits, labels, "cross_entropy_loss")
     return F.cross_entropy(logits.float(), labels.long())
 
 
@@ -155,13 +161,7 @@ def logged_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
         logits: (B, C, *spatial) raw network outputs.
         labels: (B, *spatial) or (B, 1, *spatial) integer class indices.
     """
-    if labels.dim() == logits.dim() and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.shape != logits.shape[:1] + logits.shape[2:]:
-        raise ValueError(
-            f"logged_cross_entropy: labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}; "
-            "expected (B, *spatial) integer labels."
-        )
+    labels = _class_indices(logits, labels, "logged_cross_entropy")
     with torch.no_grad():
         log_p = F.log_softmax(logits.detach().float(), dim=1)
         return -log_p.gather(1, labels.long().unsqueeze(1)).mean()
