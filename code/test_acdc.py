@@ -21,6 +21,8 @@ Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case
 ``<case>_img.nii.gz``, ``<case>_gt.nii.gz`` (spacing (1, 1, 10), as released).
 """
 from __future__ import annotations
+
+import sys
 from datasets import get_dataset
 from engine import evaluation
 from engine.run import run_cli
@@ -29,4 +31,4 @@ DATASET = get_dataset("ACDC")
 build_parser, main = evaluation.script_functions(DATASET, __doc__)
 
 if __name__ == "__main__":
-    run_cli(main, "test_acdc.py")
+    sys.exit(run_cli(main, "test_acdc.py"))

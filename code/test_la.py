@@ -20,6 +20,8 @@ Outputs go to ``<snapshot>/test/`` (``--out_dir`` to change): ``metrics_per_case
 index in ``test.list``, as the released script names them).
 """
 from __future__ import annotations
+
+import sys
 from datasets import get_dataset
 from engine import evaluation
 from engine.run import run_cli
@@ -28,4 +30,4 @@ DATASET = get_dataset("LA")
 build_parser, main = evaluation.script_functions(DATASET, __doc__)
 
 if __name__ == "__main__":
-    run_cli(main, "test_la.py")
+    sys.exit(run_cli(main, "test_la.py"))

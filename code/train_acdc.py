@@ -11,7 +11,9 @@ for 3 patients, 136 for 7 on the real data). Model selection: best mean Dice
 (classes 1-3) on the 10 validation patients every 200 iterations.
 """
 from __future__ import annotations
+
 import argparse
+import sys
 from typing import Any
 
 from datasets import get_dataset
@@ -28,4 +30,4 @@ def build_loader(args: argparse.Namespace) -> Any:
 
 
 if __name__ == "__main__":
-    run_cli(main, "train_acdc.py")
+    sys.exit(run_cli(main, "train_acdc.py"))

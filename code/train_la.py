@@ -13,7 +13,9 @@ picks the best of periodic validations on the 20 TEST cases (from iteration
 ``--select last`` keeps the final iterate.
 """
 from __future__ import annotations
+
 import argparse
+import sys
 from typing import Any
 
 from datasets import get_dataset
@@ -31,4 +33,4 @@ def build_loader(args: argparse.Namespace, n_train: int | None = None) -> tuple[
 
 
 if __name__ == "__main__":
-    run_cli(main, "train_la.py")
+    sys.exit(run_cli(main, "train_la.py"))

@@ -1,7 +1,6 @@
 """The five baseline methods: one iteration in 2D and 3D, overfitting a fixed batch, and
 each method-specific term against a naive computation on small tensors."""
 from __future__ import annotations
-import argparse
 import logging
 import math
 
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets import get_dataset
 from methods import METHODS, build_test_model, get_method
 from methods.common import sq_dice_loss
 from methods.dtc import DTC, dual_task_consistency
@@ -27,10 +27,14 @@ LATE = 10 ** 5  # an iteration past every ramp: all loss terms at full weight
 
 
 def _args(shape, **kw):
-    d = dict(labeled_bs=2, max_iterations=100, patch_size=list(shape[2:]), supervised_only=False, lds="dice",
-             cs="on", baseline_consistency=None, baseline_rampup=None)
+    """The training flags' defaults of the dataset of ``shape`` (LA: 3D, ACDC: 2D), with ``kw`` set."""
+    from engine.training import build_parser
+    args = build_parser(get_dataset("LA" if len(shape) == 5 else "ACDC")).parse_args([])
+    d = dict(labeled_bs=2, max_iterations=100, patch_size=list(shape[2:]))
     d.update(kw)
-    return argparse.Namespace(**d)
+    for k, v in d.items():
+        setattr(args, k, v)
+    return args
 
 
 def _method(name, dataset, **kw):

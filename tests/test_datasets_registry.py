@@ -104,5 +104,5 @@ def test_a_procedure_is_a_typed_object(toy):
 
 
 def test_shapes_come_from_the_description(toy):
-    with pytest.raises(SystemExit):  # argparse error: Toy is 3D
+    with pytest.raises(ValueError, match="--patch_size takes 3 numbers"):  # Toy is 3D
         training.parse_args(toy, ["--patch_size", "32", "32", "--device", "cpu"])

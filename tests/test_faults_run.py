@@ -169,7 +169,7 @@ def test_rerunning_a_run_is_refused_and_overwrite_clears_it(la_root, two_iterati
     assert "notes.txt" in files and "test" not in files and "iter_999_dice_0.5.pth" not in files
     assert torch.load(os.path.join(snap, "last.pth"), weights_only=True)["iter_num"] == 2
     assert "deleted the earlier run" in open(os.path.join(snap, "log.txt")).read()
-    with pytest.raises(SystemExit, match="give one"):
+    with pytest.raises(ValueError, match="give one"):
         train_la.parse_args(["--resume", "--overwrite"])
 
 
@@ -246,12 +246,12 @@ def test_broken_validation_volumes_stop_the_run_before_anything_is_written(la_ro
     (["--base_lr", "nan"], "--base_lr must be a positive number"),
 ])
 def test_bad_flags_are_named_at_parse_time(flags, named):
-    with pytest.raises(SystemExit, match=named):
+    with pytest.raises(ValueError, match=named):
         train_la.parse_args(LA_FLAGS + flags)
 
 
 def test_acdc_val_batch_checked_at_parse_time():
-    with pytest.raises(SystemExit, match="--val_batch must be >= 1"):
+    with pytest.raises(ValueError, match="--val_batch must be >= 1"):
         train_acdc.parse_args(ACDC_FLAGS + ["--val_batch", "0"])
 
 

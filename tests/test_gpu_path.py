@@ -83,7 +83,7 @@ def test_the_parse_time_check_agrees_with_the_traced_step(dataset, method_key):
 
 
 def test_deterministic_2_on_cuda_is_refused_at_parse_time_naming_the_operation():
-    with pytest.raises(SystemExit, match=r"upsample_bilinear2d_backward[\s\S]*--deterministic 1[\s\S]*--device cpu"):
+    with pytest.raises(ValueError, match=r"upsample_bilinear2d_backward[\s\S]*--deterministic 1[\s\S]*--device cpu"):
         train_acdc.parse_args(["--device", "cuda", "--deterministic", "2"])
     assert train_la.parse_args(["--device", "cuda", "--deterministic", "2"]).deterministic == 2
     assert train_acdc.parse_args(["--device", "cpu", "--deterministic", "2"]).deterministic == 2

@@ -82,11 +82,13 @@ def device_from_flags(device: str, gpu: str | None) -> str:
     return alias
 
 
-def run_cli(main: Callable[[], Any], prog: str | None = None) -> None:
-    """Run a script's ``main``; bad input (missing files, bad data, bad flags for a method, no
-    GPU) ends with its message and exit status 1 instead of a traceback."""
+def run_cli(main: Callable[[], Any], prog: str | None = None) -> int:
+    """Run a script's ``main`` and return the exit status of the script: 0, or 1 for bad input
+    (missing files, bad data, bad flags, no GPU) and faults (a diverged run, a full disk), which
+    end with one logged line instead of a traceback."""
     try:
         main()
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         logging.getLogger().error("%serror: %s", f"{prog}: " if prog else "", e)  # stderr (and the run's log)
-        sys.exit(1)
+        return 1
+    return 0

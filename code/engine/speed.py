@@ -124,18 +124,18 @@ def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device
         ValueError: a bad ``--amp`` value. RuntimeError: ``--compile`` where it cannot work.
     """
     device = torch.device(device)
-    amp = getattr(args, "amp", "none")
+    amp = args.amp
     check_amp(amp, device)
     if deterministic is None:
-        deterministic = bool(getattr(args, "deterministic", 1))
-    channels_last = resolve_channels_last(getattr(args, "channels_last", "off"), device, deterministic)
+        deterministic = bool(args.deterministic)
+    channels_last = resolve_channels_last(args.channels_last, device, deterministic)
     if channels_last:
         model_to_channels_last(model)
-    compiled = bool(getattr(args, "compile", False))
+    compiled = bool(args.compile)
     if compiled:
         check_compile(device)
         model.compile()
-    tf32 = bool(getattr(args, "tf32", 0))
+    tf32 = bool(args.tf32)
     set_tf32(tf32)
     options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled, tf32=tf32)
     if options != SpeedOptions():

@@ -67,8 +67,8 @@ def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> N
 
 def _check_strides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for flag in ("stride_xy", "stride_z"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+        if vars(args)[flag] < 1:
+            parser.error(f"--{flag} must be >= 1, got {vars(args)[flag]}")
 
 
 def save_nifti(array: np.ndarray, path: str) -> None:

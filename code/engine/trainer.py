@@ -175,11 +175,12 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--patch_size must be positive, got {' '.join(map(str, args.patch_size))}")
     for flag in ("max_iterations", "log_interval", "val_interval", "save_interval", "image_interval", "sw_batch",
                  "stride_xy", "stride_z", "val_batch", "lr_step"):
-        if getattr(args, flag, 1) < 1:
-            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+        value = vars(args).get(flag)  # a procedure's or schedule's own flag may be absent
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {value}")
     for flag in ("val_start", "num_workers"):
-        if getattr(args, flag) < 0:
-            raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+        if vars(args)[flag] < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {vars(args)[flag]}")
     return args
 
 
@@ -450,7 +451,7 @@ class Trainer:
                 self.stream.start_next_epoch()  # its workers load while this step runs
             out = train_step(self.method, self.optimizer, image, label, self.iter_num, amp=self.speed.amp,
                              channels_last=self.speed.channels_last,
-                             zero_grad=getattr(args, "zero_grad", "zero"), prepared=True)
+                             zero_grad=args.zero_grad, prepared=True)
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
             pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))

@@ -119,27 +119,24 @@ def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
     """Parse and check the training flags of ``d`` (every flag, before anything is read or written).
 
     Raises:
-        SystemExit: with the message naming the bad flag (as argparse does).
+        ValueError: naming the bad flag (the scripts print it as one line, exit status 1).
     """
     p = build_parser(d, description)
     args = p.parse_args(argv)
-    try:
-        finish_args(args)
-        if len(args.patch_size) != d.spatial_dims:
-            example = " ".join(map(str, d.patch_size))
-            raise ValueError(f"--patch_size takes {d.spatial_dims} numbers for {d.name}, e.g. {example}")
-        if args.select == "val" and d.holdout_from_train and args.val_num < 1:
-            raise ValueError(f"--select val holds out the last --val_num training {d.item} for validation; "
-                             f"--val_num must be >= 1, got {args.val_num}")
-        blockers = cuda_determinism_blockers(args, d)
-        if blockers:
-            raise ValueError(
-                f"--deterministic 2 on CUDA: --method {args.method} on {d.name} uses {', '.join(blockers)}, which "
-                "has no deterministic CUDA kernel, so the run would stop at its first step. Use --deterministic 1 (the "
-                "released setting: cuDNN deterministic; those kernels add in varying order, so two runs differ in "
-                "the last bits) or --device cpu (repeatable).")
-    except ValueError as err:
-        raise SystemExit(f"{p.prog}: error: {err}") from None
+    finish_args(args)
+    if len(args.patch_size) != d.spatial_dims:
+        example = " ".join(map(str, d.patch_size))
+        raise ValueError(f"--patch_size takes {d.spatial_dims} numbers for {d.name}, e.g. {example}")
+    if args.select == "val" and d.holdout_from_train and args.val_num < 1:
+        raise ValueError(f"--select val holds out the last --val_num training {d.item} for validation; "
+                         f"--val_num must be >= 1, got {args.val_num}")
+    blockers = cuda_determinism_blockers(args, d)
+    if blockers:
+        raise ValueError(
+            f"--deterministic 2 on CUDA: --method {args.method} on {d.name} uses {', '.join(blockers)}, which "
+            "has no deterministic CUDA kernel, so the run would stop at its first step. Use --deterministic 1 (the "
+            "released setting: cuDNN deterministic; those kernels add in varying order, so two runs differ in "
+            "the last bits) or --device cpu (repeatable).")
     return args
 
 
@@ -250,7 +247,7 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> dict[str, object]:
                      " (the TEST set: released behaviour)" if args.select == "test" else "")
         validate = procedure(d).make(args, d, names)
     image_fn = procedure(d).image_fn
-    lr_step = getattr(args, "lr_step", None)
+    lr_step = args.lr_step if d.lr_step is not None else None  # the flag exists where the schedule steps
     trainer = Trainer(
         args, method, loader, snapshot,
         lr_at=(lambda n: args.base_lr * 0.1 ** (n // lr_step)) if lr_step else (lambda n: args.base_lr),

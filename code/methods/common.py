@@ -49,7 +49,7 @@ def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: str | Datas
 
 
 def _arg(args: Any, name: str, default: Any) -> Any:
-    value = getattr(args, name, None)
+    value = vars(args)[name]
     return default if value is None else value
 
 
@@ -111,11 +111,11 @@ class Baseline(Method):
         Raises:
             ValueError: ``--supervised_only``, ``--lds`` or ``--cs`` set.
         """
-        if getattr(args, "supervised_only", False):
+        if args.supervised_only:
             raise ValueError(f"--method {cls.key}: --supervised_only trains the lower/upper-bound "
                              "rows; run it with --method ssnet --supervised_only")
         for flag, default in (("lds", "dice"), ("cs", "on")):
-            if getattr(args, flag, default) != default:
+            if vars(args)[flag] != default:
                 raise ValueError(f"--{flag} is an SS-Net ablation flag; {cls.name} has no such loss term")
 
     @classmethod

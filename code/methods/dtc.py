@@ -58,7 +58,7 @@ class DTC(Baseline):
     @classmethod
     def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """``--beta`` (a SASSNet flag: both weight the SDF regression loss)."""
-        return {"beta": getattr(args, "beta", 0.3)}
+        return {"beta": args.beta}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

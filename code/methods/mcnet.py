@@ -112,7 +112,7 @@ class MCNet(Baseline):
     @classmethod
     def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """``--temperature`` and ``--mcnet_dice``."""
-        return {"temperature": getattr(args, "temperature", 0.1), "dice": getattr(args, "mcnet_dice", "released")}
+        return {"temperature": args.temperature, "dice": args.mcnet_dice}
 
     def supervised_dice(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One decoder's Dice of the labeled items: probs (L, C, *S), labels (L, *S)."""

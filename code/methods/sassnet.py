@@ -101,7 +101,7 @@ class SASSNet(Baseline):
     def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
         """The discriminator (built after the segmentation network) and ``--beta``."""
         return {"discriminator": cls.build_discriminator(dataset, num_classes, args.patch_size, device),
-                "beta": getattr(args, "beta", 0.3)}
+                "beta": args.beta}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Generator losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

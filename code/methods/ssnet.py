@@ -139,7 +139,7 @@ class SSNet(Method):
         rescales ``--magnitude`` to ``--patch_size``."""
         if args.supervised_only:
             args.lds, args.cs = "none", "off"
-        if getattr(args, "magnitude_scaling", "fixed") == "rms":
+        if args.magnitude_scaling == "rms":
             args.magnitude_at_released_patch = args.magnitude
             args.magnitude = rms_scaled_magnitude(args.magnitude, args.patch_size, args.released_patch)
 

@@ -130,7 +130,7 @@ class UAMT(Baseline):
         """T_max, the EMA decay and the teacher (its own initialisation, after the student's, as released)."""
         teacher = cls.build_model(dataset, num_classes, "train", device)
         return {"max_iterations": args.max_iterations, "teacher": teacher,
-                "ema_decay": getattr(args, "ema_decay", EMA_DECAY)}
+                "ema_decay": args.ema_decay}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
