@@ -308,6 +308,18 @@ def require_checkpoint(path: str | os.PathLike) -> str:
     return path
 
 
+def read_weights(path: str) -> dict[str, torch.Tensor]:
+    """The weights in the checkpoint file ``path`` (bare state_dict or a dict holding one), read
+    weights-only on the CPU.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: an empty, truncated, refused or weightless file.
+    """
+    path = require_checkpoint(path)
+    return extract_state_dict(_read(path, "cpu"), path)
+
+
 def load_weights(model: nn.Module, path: str, device: str | torch.device | None = None) -> nn.Module:
     """Load a checkpoint file into ``model`` (strict) and return the model.
 

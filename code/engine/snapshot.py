@@ -21,7 +21,7 @@ __all__ = ["RUN_FILES", "RUN_FOLDERS", "RESUME_FREE_FLAGS", "run_files", "check_
 
 #: files a training run writes into its snapshot folder (the checkpoints make it "a run")
 CHECKPOINT_PATTERNS = ("last.pth", "*_best_model.pth", "*_last_model.pth", "iter_*.pth")
-RUN_FILES = CHECKPOINT_PATTERNS + ("last.pth.tmp", "*.pth.tmp", "config.json", "log.txt")
+RUN_FILES = CHECKPOINT_PATTERNS + ("*.pth.tmp", "config.json", "log.txt")
 #: folders a run (or testing it) writes there: tensorboard events, test results
 RUN_FOLDERS = ("log", "test", "test_last")
 

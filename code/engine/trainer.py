@@ -23,6 +23,7 @@ Speed options (all off in the faithful defaults): :mod:`engine.speed`.
 """
 from __future__ import annotations
 import argparse
+import glob
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from datasets import DatasetDescription
 from methods import METHODS, add_method_args, get_method
 from methods.base import Method
 from networks.net_factory import resolve_device
-from engine.checkpoints import CheckpointError, load_training_state, save_checkpoint
+from engine.checkpoints import CheckpointError, load_training_state, read_weights, save_checkpoint
 from engine.guard import FiniteGuard, TrainingDiverged, require_finite_weights
 from engine.host_memory import keep_freed_host_memory
 from engine.inference import AMP_MODES, amp_autocast
@@ -364,7 +365,6 @@ class Trainer:
             weights: dict[str, torch.Tensor] | None = self._weights()
             source = self.last_path
         else:
-            import glob
             weights, source = None, ""
             pattern = os.path.join(glob.escape(self.snapshot), f"iter_{self.best_iter}_dice_*.pth")
             for twin in sorted(glob.glob(pattern)):
@@ -505,13 +505,10 @@ class Trainer:
 
 def _intact(path: str) -> dict[str, torch.Tensor] | None:
     """The state_dict in the checkpoint file ``path``, or None if it is missing, empty or damaged."""
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 (any unreadable file counts as damaged)
+        return read_weights(path)
+    except (FileNotFoundError, CheckpointError):
         return None
-    return state if isinstance(state, dict) and state else None
 
 
 def read_resume_state(path: str, args: argparse.Namespace) -> dict[str, Any]:
