@@ -335,10 +335,10 @@ def time_training(args: argparse.Namespace, device: torch.device) -> dict[str, o
     targs = module.parse_args(["--device", str(device), "--batch_size", str(args.batch_size), "--labeled_bs",
                                str(args.labeled_bs), "--patch_size", *map(str, args.patch_size),
                                "--amp", args.amp] + args.train_flags)
-    args.amp = targs.amp  # a --amp among the training flags wins; inference uses the same
+    args.amp = targs.amp  # a --amp among the training flags wins; inference uses the same (benchmark's own flags)
     seed_everything(targs.seed, targs.deterministic)  # what a run with these flags uses (default 1)
-    method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
-    speed = setup_speed(targs, method.model, device)
+    method = get_method(targs.method).from_config(targs, dataset, num_classes, device)
+    speed = setup_speed(method.model, device, **targs.speed())
     optimizer = make_optimizer(method.model, targs.base_lr)
     image, label = synthetic_batch(dataset, args.batch_size, args.patch_size, num_classes, device)
 
@@ -409,8 +409,8 @@ def time_loaders(args: argparse.Namespace, device: torch.device) -> dict[str, di
             targs = module.parse_args(flags)
             seed_everything(targs.seed, deterministic=True)
             loader = training.build_loader(targs, dataset)[0]
-            method = get_method(targs.method).from_args(targs, dataset, num_classes, device)
-            speed = setup_speed(targs, method.model, device, deterministic=True)
+            method = get_method(targs.method).from_config(targs, dataset, num_classes, device)
+            speed = setup_speed(method.model, device, **dict(targs.speed(), deterministic=True))
             optimizer = make_optimizer(method.model, targs.base_lr)
             stream = EpochStream(loader)
             waits, steps = [], []

@@ -105,14 +105,14 @@ def _setup(device: str, patch: Sequence[int] = (64, 64, 48), batch: int = 4, lab
     args = _la_args(device, patch, batch, labeled_bs, extra)
     seed_everything(args.seed, int(args.deterministic))
     dev = torch.device(device)
-    method = get_method("ssnet").from_args(args, "LA", 2, dev)
+    method = get_method("ssnet").from_config(args, "LA", 2, dev)
     if weights is not None:
         method.model.load_state_dict(weights)
     if not dropout:
         for m in method.model.modules():
             if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout3d, torch.nn.Dropout2d)):
                 m.p = 0.0
-    speed = setup_speed(args, method.model, dev)
+    speed = setup_speed(method.model, dev, **args.speed())
     if lr is None:
         optimizer = make_optimizer(method.model, args.base_lr)
     else:  # plain SGD: lr 0 leaves the weights, and no weight decay or momentum touches the gradients
@@ -400,13 +400,13 @@ def build_trainer(args: argparse.Namespace) -> tuple[Any, Any]:
     d = train_la.DATASET
     setup_logging()
     snapshot = snapshot_dir(args.model_root, d.name, args.exp, args.labelnum, args.model)
-    device = setup_device(args)
+    device = setup_device(args.device, bool(args.keep_host_memory))
     loader, _ = training.build_loader(args, d)
     open_snapshot(snapshot, clear=True)
     setup_logging(snapshot)
     seed_everything(args.seed, int(args.deterministic))
-    method = get_method(args.method).from_args(args, d, d.num_classes, device)
-    lr_step = getattr(args, "lr_step", None)
+    method = get_method(args.method).from_config(args, d, d.num_classes, device)
+    lr_step = args.lr_step
     trainer = Trainer(args, method, loader, snapshot,
                       lr_at=(lambda n: args.base_lr * 0.1 ** (n // lr_step)) if lr_step else (lambda n: args.base_lr),
                       validate=None, should_validate=lambda n: False, device=device)
@@ -444,7 +444,7 @@ def check_profile(root: str, out: str, device: str, patch: Sequence[int], labeln
         dev = torch.device(trainer.device)
         try:
             trainer.train()  # the unprofiled warm-up
-            args.max_iterations = warmup + iters
+            trainer.config = args.replace(max_iterations=warmup + iters)
             summary: dict[str, Any] = {}
             trace = os.path.join(out, f"trace_{name}.json") if keep_trace else None
             events = profile_trace(lambda s=summary, t=trainer: s.update(t.train()), 1, dev, trace)

@@ -26,20 +26,24 @@ SETTINGS = {"LA": ((4, 1, 32, 16, 16), 2), "ACDC": ((4, 1, 32, 32), 4)}
 LATE = 10 ** 5  # an iteration past every ramp: all loss terms at full weight
 
 
-def _args(shape, **kw):
-    """The training flags' defaults of the dataset of ``shape`` (LA: 3D, ACDC: 2D), with ``kw`` set."""
+def _args(shape, method, **kw):
+    """The run settings of ``method`` from the training flags' defaults of the dataset of ``shape``
+    (LA: 3D, ACDC: 2D), with the flags ``kw`` set (the method's options checked as at parse time)."""
+    from engine.config import TrainConfig
     from engine.training import build_parser
-    args = build_parser(get_dataset("LA" if len(shape) == 5 else "ACDC")).parse_args([])
-    d = dict(labeled_bs=2, max_iterations=100, patch_size=list(shape[2:]))
-    d.update(kw)
-    for k, v in d.items():
-        setattr(args, k, v)
-    return args
+    d = get_dataset("LA" if len(shape) == 5 else "ACDC")
+    flags = build_parser(d).parse_args(["--method", method])
+    values = dict(labeled_bs=2, max_iterations=100, patch_size=list(shape[2:]))
+    values.update(kw)
+    for k, v in values.items():
+        setattr(flags, k, v)
+    return TrainConfig.from_flags(flags, d.name, get_method(method).options_from_flags(flags), exp="test",
+                                  device="cpu")
 
 
 def _method(name, dataset, **kw):
     shape, classes = SETTINGS[dataset]
-    return get_method(name).from_args(_args(shape, **kw), dataset, classes, torch.device("cpu"))
+    return get_method(name).from_config(_args(shape, name, **kw), dataset, classes, torch.device("cpu"))
 
 
 def _batch(dataset, seed=0):
@@ -115,15 +119,15 @@ def test_ssnet_only_flags_are_refused_and_weights_reported(caplog):
     shape, classes = SETTINGS["ACDC"]
     # methods raise ValueError; the scripts turn it into a message (run_cli)
     with pytest.raises(ValueError, match="--method ssnet --supervised_only"):
-        get_method("urpc").from_args(_args(shape, supervised_only=True), "ACDC", classes, "cpu")
+        _args(shape, "urpc", supervised_only=True)
     with pytest.raises(ValueError, match="--lds"):
-        get_method("mcnet").from_args(_args(shape, lds="kl"), "ACDC", classes, "cpu")
+        _args(shape, "mcnet", lds="kl")
     with caplog.at_level(logging.INFO):
-        m = get_method("mcnet").from_args(_args(shape), "ACDC", classes, "cpu")
+        m = get_method("mcnet").from_config(_args(shape, "mcnet"), "ACDC", classes, "cpu")
     assert (m.consistency, m.consistency_rampup) == (0.1, 200.0)
     assert "not used" in caplog.text
-    m = get_method("mcnet").from_args(_args(shape, baseline_consistency=0.5, baseline_rampup=10), "ACDC", classes,
-                                      "cpu")
+    m = get_method("mcnet").from_config(_args(shape, "mcnet", baseline_consistency=0.5, baseline_rampup=10), "ACDC",
+                                        classes, "cpu")
     assert (m.consistency, m.consistency_rampup) == (0.5, 10.0)
 
 
@@ -141,7 +145,7 @@ def test_own_weights(name, dataset, expected):
     setting = get_dataset(dataset).method(name)
     assert (setting.weight, setting.rampup) == expected
     shape, classes = SETTINGS[dataset]
-    m = get_method(name).from_args(_args(shape), dataset, classes, "cpu")
+    m = get_method(name).from_config(_args(shape, name), dataset, classes, "cpu")
     assert (m.consistency, m.consistency_rampup) == expected
 
 

@@ -72,7 +72,7 @@ def test_a_new_dataset_trains_and_tests_from_its_description(toy, tiny_data, tmp
     snapshot = tmp_path / "Toy_SSNet_2_labeled" / "VNet"
     assert summary["iterations"] == 3 and summary["best_iter"] in (2, 3)  # validated from --val_start 2
     assert (snapshot / "VNet_best_model.pth").is_file() and (snapshot / "VNet_last_model.pth").is_file()
-    method = get_method("ssnet").from_args(args, toy, toy.num_classes, torch.device("cpu"))
+    method = get_method("ssnet").from_config(args, toy, toy.num_classes, torch.device("cpu"))
     assert (method.vat.epsilon, method.consistency, method.ramp_after_increment) == (2.0, 0.5, False)
 
     # the test procedure of its type (SlidingWindow), with the description's facts as defaults

@@ -50,7 +50,7 @@ def _traced_step(dataset, method_key):
     args = script.parse_args(flags + ["--method", method_key, "--device", "cpu", "--labeled_bs",
                                       str(shape[0] // 2)])
     torch.manual_seed(0)
-    method = get_method(method_key).from_args(args, get_dataset(dataset), classes, torch.device("cpu"))
+    method = get_method(method_key).from_config(args, get_dataset(dataset), classes, torch.device("cpu"))
     image, label = torch.randn(shape), torch.randint(0, classes, (shape[0],) + shape[2:])
     optimizer = make_optimizer(method.model, 0.01)
     with _Ops() as ops:
@@ -77,7 +77,7 @@ def test_the_default_la_step_needs_no_kernel_without_a_deterministic_cuda_versio
 @pytest.mark.parametrize("dataset, method_key", [("LA", "ssnet"), ("ACDC", "ssnet"), ("LA", "uamt"), ("LA", "mcnet")])
 def test_the_parse_time_check_agrees_with_the_traced_step(dataset, method_key):
     args, blocked = _traced_step(dataset, method_key)
-    args.device, args.deterministic = "cuda", 2
+    args = args.replace(device="cuda", deterministic=2)
     named = {b.split(" ")[0] for b in cuda_determinism_blockers(args, get_dataset(dataset))}
     assert named == blocked, (named, blocked)
 
@@ -202,7 +202,7 @@ def test_the_trainer_starts_an_epoch_early_only_where_nothing_draws_in_between()
 
     trainer = Trainer.__new__(Trainer)
     trainer.stream, trainer.validation_draws = Stream(), (lambda: None)
-    trainer.args = type("A", (), {"max_iterations": 10})()
+    trainer.config = type("A", (), {"max_iterations": 10})()
     trainer.should_validate = lambda n: n % 4 == 0
     trainer.method = type("M", (), {"step_uses_cpu_generator": False})()
     assert [n for n in range(1, 11) if trainer._may_start_next_epoch(n)] == [1, 2, 3, 5, 6, 7, 9]

@@ -2,6 +2,7 @@
 and reports bad input with ValueError."""
 from __future__ import annotations
 import argparse
+import dataclasses
 import inspect
 
 import pytest
@@ -18,9 +19,10 @@ def test_every_method_implements_the_interface(key):
     cls = get_method(key)
     assert issubclass(cls, Method) and cls.key == key
     assert not inspect.isabstract(cls), f"{cls.__name__} leaves {sorted(cls.__abstractmethods__)} abstract"
-    for name in ("add_args", "finish_args", "from_args", "build_model", "step", "after_step", "state_dict",
+    for name in ("add_args", "options_from_flags", "from_config", "build_model", "step", "after_step", "state_dict",
                  "load_state_dict"):
         assert callable(getattr(cls, name))
+    assert dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen
 
 
 def _group_of(parser, flag):
@@ -42,7 +44,7 @@ def test_each_method_owns_its_flags_in_help():
     assert "--magnitude MAGNITUDE" in ssnet_section and "--ema_decay" not in ssnet_section
     # the defaults of a method's flags come from the dataset description
     assert build_parser(get_dataset("ACDC")).get_default("magnitude") == 6.0
-    assert train_la.parse_args([]).magnitude == 10.0
+    assert train_la.parse_args([]).options.magnitude == 10.0
 
 
 def test_a_flag_defined_by_a_shared_base_is_added_once():
@@ -52,10 +54,11 @@ def test_a_flag_defined_by_a_shared_base_is_added_once():
     assert parser.parse_args(["--beta", "0.5", "--baseline_rampup", "3"]).beta == 0.5
 
 
-def test_finish_args_belongs_to_the_method():
+def test_the_method_completes_its_own_options():
     args = train_la.parse_args(["--supervised_only", "--magnitude_scaling", "rms", "--patch_size", "56", "56", "40"])
-    assert (args.lds, args.cs) == ("none", "off")
-    assert args.magnitude == pytest.approx(10.0 / 8 ** 0.5)
+    assert (args.options.lds, args.options.cs) == ("none", "off")
+    assert args.options.magnitude == pytest.approx(10.0 / 8 ** 0.5)
+    assert args.options.magnitude_at_released_patch == 10.0
 
 
 def test_a_baseline_refuses_ssnet_flags_when_parsing(tmp_path):

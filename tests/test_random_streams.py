@@ -79,7 +79,7 @@ def released_acdc_loop(args, root):
     """train_ss_2d.py's sequence of calls (SS-Net's iteration is methods.ssnet, tested
     bit-identical elsewhere); returns the model and the torch generator state at the end."""
     seed_everything(args.seed, True)  # __main__: cudnn flags, random, numpy, torch
-    method = get_method("ssnet").from_args(args, "ACDC", 4, CPU)  # net_factory(...), FeatureMemory
+    method = get_method("ssnet").from_config(args, "ACDC", 4, CPU)  # net_factory(...), FeatureMemory
     loader = train_acdc.build_loader(args)  # TwoStreamBatchSampler, RandomGenerator, worker_init_fn
     valloader = DataLoader(ACDC(root, split="val"), batch_size=1, shuffle=False, num_workers=1)
     optimizer = make_optimizer(method.model, args.base_lr)
@@ -108,7 +108,7 @@ def released_la_loop(args, root):
     """train_ss_3d.py's sequence of calls; its validation (test_3d_patch.var_all_case_LA)
     reads the test volumes with h5py and runs the model on windows: no random draw."""
     seed_everything(args.seed, True)
-    method = get_method("ssnet").from_args(args, "LA", 2, CPU)
+    method = get_method("ssnet").from_config(args, "LA", 2, CPU)
     n_train = len(read_list(f"{root}/train.list"))
     loader, _ = train_la.build_loader(args, n_train)
     optimizer = make_optimizer(method.model, args.base_lr)

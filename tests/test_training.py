@@ -85,7 +85,7 @@ def test_acdc_run_and_test_script(acdc_root, tmp_path):
 
 def test_supervised_only_and_ablation_flags(acdc_root, tmp_path):
     args = train_acdc.parse_args(["--supervised_only", "--exp", "Supervised"])
-    assert args.lds == "none" and args.cs == "off"
+    assert args.options.lds == "none" and args.options.cs == "off"
     summary = train_acdc.main(["--root_path", acdc_root, "--model_root", str(tmp_path), "--supervised_only",
                                "--exp", "Supervised", "--select", "last"] + ACDC_FLAGS)
     assert summary["iterations"] == 4
@@ -135,7 +135,7 @@ def test_resume_loads_rng_states_on_the_cpu(acdc_root, tmp_path):
     flags = ["--root_path", acdc_root, "--model_root", str(tmp_path)] + ACDC_FLAGS + ["--max_iterations", "2"]
     train_acdc.main(flags)
     args = train_acdc.parse_args(flags + ["--resume"])
-    method = get_method("ssnet").from_args(args, "ACDC", 4, torch.device("cpu"))
+    method = get_method("ssnet").from_config(args, "ACDC", 4, torch.device("cpu"))
     snap = str(tmp_path / "ACDC_SSNet_1_labeled" / "unet")
     trainer = Trainer(args, method, train_acdc.build_loader(args), snap, lambda n: 0.01, None, lambda n: False)
     trainer.device = torch.device("meta")

@@ -19,6 +19,7 @@ from datasets import DatasetDescription, get_dataset
 from methods import METHODS, get_method
 from networks.net_factory import resolve_device
 from engine.checkpoints import require_checkpoint
+from engine.config import TestConfig, options_from_flags
 from engine.inference import AMP_MODES, check_amp
 from engine.speed import set_tf32
 from engine.run import REPO_ROOT, add_log_file, device_from_flags, snapshot_dir
@@ -73,7 +74,20 @@ CHECKPOINT_FILES = {"best": "{model}_best_model.pth", "last": "{model}_last_mode
 RESULT_DIRS = {"best": "test", "last": "test_last"}
 
 
-def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace,
+def parse_test_flags(parser: argparse.ArgumentParser, d: DatasetDescription,
+                     argv: Sequence[str] | None = None) -> TestConfig:
+    """The test run's settings from ``argv`` (``--exp`` defaults to the method's name), the test
+    procedure's flags checked (errors go through ``parser.error``)."""
+    flags = parser.parse_args(argv)
+    procedure = options_from_flags(test_procedure(d).options, flags)
+    try:
+        procedure.check()
+    except ValueError as err:
+        parser.error(str(err))
+    return TestConfig.from_flags(flags, procedure, exp=flags.exp or get_method(flags.method).name)
+
+
+def prepare_evaluation(parser: argparse.ArgumentParser, args: TestConfig,
                        dataset: str | DatasetDescription) -> list[tuple[str, torch.device, str, str]]:
     """Check the common flags (errors go through ``parser.error``) and return one
     ``(which, device, checkpoint path, results folder)`` per checkpoint to test
@@ -86,10 +100,6 @@ def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace
         set_tf32(bool(args.tf32))
     except (ValueError, RuntimeError) as err:  # bad value, or CUDA asked for without a GPU
         parser.error(str(err))
-    if args.sw_batch < 1:
-        parser.error(f"--sw_batch must be >= 1, got {args.sw_batch}")
-    if args.exp is None:
-        args.exp = get_method(args.method).name
     kinds = ("best", "last") if args.which == "both" else (args.which,)
     if args.ckpt and args.which != "best":
         parser.error("--ckpt names one file; --which last|both finds the run's files from --model_root, --exp, "
@@ -111,7 +121,7 @@ def prepare_evaluation(parser: argparse.ArgumentParser, args: argparse.Namespace
     return jobs
 
 
-def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device, str, str]],
+def run_evaluations(args: TestConfig, jobs: list[tuple[str, torch.device, str, str]],
                     dataset: str | DatasetDescription, num_cases: int,
                     evaluate: Callable[[torch.nn.Module, str, dict], dict]) -> dict:
     """Test every ``(which, device, checkpoint, out_dir)`` of :func:`prepare_evaluation`.
@@ -137,7 +147,7 @@ def run_evaluations(args: argparse.Namespace, jobs: list[tuple[str, torch.device
         os.makedirs(out_dir, exist_ok=True)
         handlers = add_log_file(os.path.join(out_dir, "test_log.txt"))
         try:
-            logger.info("Arguments: %s", vars(args))
+            logger.info("Arguments: %s", args.to_dict())
             model = build_test_model(args.method, description, args.num_classes, device, args.model)
             load_weights(model, ckpt, device)
             logger.info("Evaluating the %s checkpoint %s on %d %s test volumes from %s on %s; results go to %s",
@@ -189,9 +199,8 @@ def test_main(d: DatasetDescription, argv: Sequence[str] | None = None, doc: str
     """
     proc = test_procedure(d)
     parser = build_parser(d, doc)
-    args = parser.parse_args(argv)
+    args = parse_test_flags(parser, d, argv)
     jobs = prepare_evaluation(parser, args, d)
-    proc.check(parser, args)
     cases = read_cases(os.path.join(args.root_path, "test.list"), d.procedure.sorted_cases)
     # every test volume checked before the first is evaluated
     check_files([d.case_path(args.root_path, c) for c in cases], d.num_classes, 3, desc="check test data")

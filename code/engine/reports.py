@@ -6,7 +6,6 @@ performance.txt metric lines, the empty-prediction line, its summary entries).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -34,9 +33,9 @@ def empty_rule(policy: str) -> str:
     return f"policy {policy}: {rule}"
 
 
-def build_summary(dataset: str, args: argparse.Namespace, mean: np.ndarray, std: np.ndarray, cases: int,
-                  rows: list[dict], extra_info: dict | None, stats: dict | None = None,
-                  settings: dict | None = None) -> dict:
+def build_summary(dataset: str, mean: np.ndarray, std: np.ndarray, cases: int, rows: list[dict],
+                  extra_info: dict | None, *, empty_policy: str, nms: bool, patch_size: Sequence[int], amp: str,
+                  stats: dict | None = None, settings: dict | None = None) -> dict:
     """The ``performance.json`` dict, keys in this order: dataset, metrics, mean, std, ``stats``
     (the dataset's own statistics), cases, empty_predictions, empty_policy, nms, patch_size,
     ``settings`` (the dataset's own inference flags), amp, ``extra_info``, per_case (``rows``)."""
@@ -48,11 +47,11 @@ def build_summary(dataset: str, args: argparse.Namespace, mean: np.ndarray, std:
         **(stats or {}),
         "cases": cases,
         "empty_predictions": sum(r["empty_prediction"] for r in rows),
-        "empty_policy": args.empty_policy,
-        "nms": bool(args.nms),
-        "patch_size": list(args.patch_size),
+        "empty_policy": empty_policy,
+        "nms": bool(nms),
+        "patch_size": list(patch_size),
         **(settings or {}),
-        "amp": args.amp,
+        "amp": amp,
         **(extra_info or {}),
         "per_case": rows,
     }

@@ -4,7 +4,6 @@ around the method's forward passes and losses; the losses are float32, no GradSc
 ``--channels_last`` (NHWC / NDHWC memory format of the model and the inputs; ``auto`` = on for
 CUDA with ``--deterministic 0``), ``--compile`` (``torch.compile`` of the network)."""
 from __future__ import annotations
-import argparse
 import logging
 import os
 import shutil
@@ -107,10 +106,10 @@ class SpeedOptions:
     tf32: bool = False
 
 
-def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device,
-                deterministic: bool | None = None) -> SpeedOptions:
-    """Apply ``--amp`` / ``--channels_last`` / ``--compile`` to ``model`` (in place) before
-    the optimiser is built; returns what is in effect for :func:`train_step`.
+def setup_speed(model: nn.Module, device: torch.device, amp: str = "none", deterministic: bool = True,
+                channels_last: str = "off", compile: bool = False, tf32: bool = False) -> SpeedOptions:
+    """Apply ``--amp`` / ``--channels_last`` / ``--compile`` / ``--tf32`` to ``model`` (in place)
+    before the optimiser is built; returns what is in effect for :func:`train_step`.
 
     ``--compile`` uses ``model.compile()``, which compiles the module in place, so
     ``state_dict`` keys (checkpoints) stay those of the plain network.
@@ -120,25 +119,22 @@ def setup_speed(args: argparse.Namespace, model: nn.Module, device: torch.device
     generator, so those runs are not bit-identical to the faithful fp32 run
     (equally random; losses agree to float rounding when dropout is off).
 
+    Args:
+        channels_last: ``"auto"`` (on only on CUDA without determinism), ``"on"`` or ``"off"``.
+
     Raises:
         ValueError: a bad ``--amp`` value. RuntimeError: ``--compile`` where it cannot work.
     """
     device = torch.device(device)
-    amp = args.amp
     check_amp(amp, device)
-    if deterministic is None:
-        deterministic = bool(args.deterministic)
-    channels_last = resolve_channels_last(args.channels_last, device, deterministic)
-    if channels_last:
+    in_effect = resolve_channels_last(channels_last, device, deterministic)
+    if in_effect:
         model_to_channels_last(model)
-    compiled = bool(args.compile)
-    if compiled:
+    if compile:
         check_compile(device)
         model.compile()
-    tf32 = bool(args.tf32)
     set_tf32(tf32)
-    options = SpeedOptions(amp=amp, channels_last=channels_last, compiled=compiled, tf32=tf32)
+    options = SpeedOptions(amp=amp, channels_last=in_effect, compiled=bool(compile), tf32=bool(tf32))
     if options != SpeedOptions():
-        logger.info("speed options: amp %s, channels_last %s, compile %s, tf32 %s", amp, channels_last, compiled,
-                     tf32)
+        logger.info("speed options: amp %s, channels_last %s, compile %s, tf32 %s", amp, in_effect, compile, tf32)
     return options

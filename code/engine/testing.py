@@ -31,14 +31,15 @@ from dataloaders.h5io import load_h5, validate_pair
 from dataloaders.splits import read_list
 from datasets import DatasetDescription, SliceWise, SlidingWindow
 from engine import inference
+from engine.config import TestConfig
 from engine.inference import largest_connected_component
 from engine.reports import METRICS, build_summary, empty_rule, prediction_dir, write_reports
 from utils.metrics import calculate_metric_percase, summarize
 
 logger = logging.getLogger(__name__)
 
-#: ``evaluate(d, model, args, cases, out_dir, extra_info) -> summary``: a procedure's per-case loop
-Evaluate = Callable[[DatasetDescription, torch.nn.Module, argparse.Namespace, Sequence[str], str, dict | None], dict]
+#: ``evaluate(d, model, config, cases, out_dir, extra_info) -> summary``: a procedure's per-case loop
+Evaluate = Callable[[DatasetDescription, torch.nn.Module, TestConfig, Sequence[str], str, dict | None], dict]
 
 
 def read_cases(path: str, sorted_cases: bool) -> list[str]:
@@ -65,10 +66,23 @@ def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> N
     p.add_argument("--detail", type=int, default=1, choices=(0, 1), help="log the metrics of every case")
 
 
-def _check_strides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for flag in ("stride_xy", "stride_z"):
-        if vars(args)[flag] < 1:
-            parser.error(f"--{flag} must be >= 1, got {vars(args)[flag]}")
+@dataclass(frozen=True)
+class SlidingWindowTest:
+    """The flags of the sliding-window test (see ``--help``)."""
+
+    patch_size: tuple[int, ...]
+    stride_xy: int
+    stride_z: int
+    sw_batch: int
+    nms: int
+    save_nii: int
+    detail: int
+
+    def check(self) -> None:
+        """Raises ValueError naming a flag below 1."""
+        for flag in ("stride_xy", "stride_z", "sw_batch"):
+            if getattr(self, flag) < 1:
+                raise ValueError(f"--{flag} must be >= 1, got {getattr(self, flag)}")
 
 
 def save_nifti(array: np.ndarray, path: str) -> None:
@@ -77,9 +91,9 @@ def save_nifti(array: np.ndarray, path: str) -> None:
     sitk.WriteImage(image, path)
 
 
-def evaluate_sliding_window(d: DatasetDescription, model: torch.nn.Module, args: argparse.Namespace,
+def evaluate_sliding_window(d: DatasetDescription, model: torch.nn.Module, config: TestConfig,
                             case_ids: Sequence[str], out_dir: str, extra_info: dict | None = None) -> dict:
-    """Test ``model`` on ``case_ids`` of dataset ``d`` by sliding window with the flags ``args``
+    """Test ``model`` on ``case_ids`` of dataset ``d`` by sliding window with the settings ``config``
     and write the result files to ``out_dir``.
 
     ``--amp bf16`` runs the network's forward passes under bfloat16 autocast
@@ -89,35 +103,37 @@ def evaluate_sliding_window(d: DatasetDescription, model: torch.nn.Module, args:
         A summary dict: ``mean`` and ``std`` (dice, jaccard, hd95, asd),
         ``cases``, ``empty_predictions``, ``per_case`` rows and file paths.
     """
-    pred_dir = prediction_dir(out_dir, args.save_nii)
-    num_classes = args.num_classes
+    p: SlidingWindowTest = config.procedure
+    pred_dir = prediction_dir(out_dir, p.save_nii)
+    num_classes = config.num_classes
     rows = []
     for ith, case in enumerate(tqdm(case_ids, desc=f"{d.name} test", unit="case")):
-        path = d.case_path(args.root_path, case)
+        path = d.case_path(config.root_path, case)
         data = load_h5(path)
         image, label = data["image"], data["label"]
         validate_pair(image, label, num_classes, path, ndim=d.spatial_dims)
-        prediction, score_map = inference.test_single_case(model, image, args.stride_xy, args.stride_z, args.patch_size,
-                                                           num_classes, args.sw_batch, amp=args.amp)
-        if args.nms:
+        prediction, score_map = inference.test_single_case(model, image, p.stride_xy, p.stride_z, p.patch_size,
+                                                           num_classes, p.sw_batch, amp=config.amp)
+        if p.nms:
             prediction = largest_connected_component(prediction).astype(np.uint8)
         empty = not prediction.any()
-        values = calculate_metric_percase(prediction, label, policy=args.empty_policy)
+        values = calculate_metric_percase(prediction, label, policy=config.empty_policy)
         rows.append({"index": ith, "case": case, **dict(zip(METRICS, values)), "empty_prediction": int(empty)})
-        if args.detail:
+        if p.detail:
             logger.info("%02d %s\tdice %.5f  jaccard %.5f  hd95 %.5f  asd %.5f%s", ith, case, *values,
                         "  (empty prediction)" if empty else "")
-        if args.save_nii:
+        if p.save_nii:
             save_nifti(prediction, os.path.join(pred_dir, f"{ith:02d}_pred.nii.gz"))
             save_nifti(score_map[num_classes - 1], os.path.join(pred_dir, f"{ith:02d}_scores.nii.gz"))
 
     table = np.array([[r[m] for m in METRICS] for r in rows], dtype=np.float64)
     mean, std, counted = summarize(table)
-    summary = build_summary(d.name, args, mean, std, len(rows), rows, extra_info,
+    summary = build_summary(d.name, mean, std, len(rows), rows, extra_info, empty_policy=config.empty_policy,
+                            nms=p.nms, patch_size=p.patch_size, amp=config.amp,
                             stats={"counted": dict(zip(METRICS, counted.tolist()))},
-                            settings={"stride_xy": args.stride_xy, "stride_z": args.stride_z})
+                            settings={"stride_xy": p.stride_xy, "stride_z": p.stride_z})
     empty_line = (f"{summary['empty_predictions']} of {len(rows)} cases had an empty prediction "
-                  f"({empty_rule(args.empty_policy)})")
+                  f"({empty_rule(config.empty_policy)})")
     txt_lines = [f"average metric is {mean} \n"]  # the released file's line
     txt_lines += [f"{name}: {m:.4f} +- {s:.4f} (mean +- std over {n} cases)\n"
                   for name, m, s, n in zip(METRICS, mean, std, counted)]
@@ -139,16 +155,32 @@ def _slice_wise_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
     p.add_argument("--detail", type=int, default=0, choices=(0, 1), help="log the metrics of every volume")
 
 
+@dataclass(frozen=True)
+class SliceWiseTest:
+    """The flags of the slice-wise test (see ``--help``)."""
+
+    patch_size: tuple[int, ...]
+    sw_batch: int
+    nms: int
+    save_nii: int
+    detail: int
+
+    def check(self) -> None:
+        """Raises ValueError naming a flag below 1."""
+        if self.sw_batch < 1:
+            raise ValueError(f"--sw_batch must be >= 1, got {self.sw_batch}")
+
+
 def _save_slices_nifti(array: np.ndarray, path: str, spacing: Sequence[float]) -> None:
     image = sitk.GetImageFromArray(array.astype(np.float32))  # (S, H, W) as released
     image.SetSpacing(tuple(spacing))
     sitk.WriteImage(image, path)
 
 
-def evaluate_slice_wise(d: DatasetDescription, model: torch.nn.Module, args: argparse.Namespace,
+def evaluate_slice_wise(d: DatasetDescription, model: torch.nn.Module, config: TestConfig,
                         case_names: Sequence[str], out_dir: str, extra_info: dict | None = None) -> dict:
-    """Test ``model`` on the volumes ``case_names`` of dataset ``d`` slice by slice with the flags
-    ``args`` and write the result files to ``out_dir``.
+    """Test ``model`` on the volumes ``case_names`` of dataset ``d`` slice by slice with the settings
+    ``config`` and write the result files to ``out_dir``.
 
     ``--amp bf16`` runs the network's forward passes under bfloat16 autocast
     (probabilities in float32); ``none`` (default) is the faithful fp32 test.
@@ -161,35 +193,36 @@ def evaluate_slice_wise(d: DatasetDescription, model: torch.nn.Module, args: arg
     Raises:
         ValueError: ``--num_classes`` below 2.
     """
-    num_classes = args.num_classes
+    p: SliceWiseTest = config.procedure
+    num_classes = config.num_classes
     if num_classes < 2:
         raise ValueError(f"--num_classes must be >= 2 for {d.name}, got {num_classes}.")
-    pred_dir = prediction_dir(out_dir, args.save_nii)
+    pred_dir = prediction_dir(out_dir, p.save_nii)
     class_names = dict(enumerate(d.class_names, start=1))
     classes = list(range(1, num_classes))
     names = [class_names.get(c, str(c)) for c in classes]
     rows = []
     values = np.zeros((len(case_names), len(classes), len(METRICS)), dtype=np.float64)
     for i, case in enumerate(tqdm(case_names, desc=f"{d.name} test", unit="volume")):
-        path = d.case_path(args.root_path, case)
+        path = d.case_path(config.root_path, case)
         data = load_h5(path)
         image, label = data["image"], data["label"]
         validate_pair(image, label, num_classes, path, ndim=3)
-        prediction = inference.test_single_volume_2d(model, image, num_classes, args.patch_size, args.sw_batch,
-                                                     amp=args.amp)
+        prediction = inference.test_single_volume_2d(model, image, num_classes, p.patch_size, p.sw_batch,
+                                                     amp=config.amp)
         for j, c in enumerate(classes):
             mask = prediction == c
-            if args.nms:
+            if p.nms:
                 mask = largest_connected_component(mask)
             empty = not mask.any()
-            values[i, j] = calculate_metric_percase(mask, label == c, policy=args.empty_policy)
+            values[i, j] = calculate_metric_percase(mask, label == c, policy=config.empty_policy)
             rows.append({"case": case, "class": c, "class_name": names[j],
                          **dict(zip(METRICS, values[i, j].tolist())), "empty_prediction": int(empty)})
-        if args.detail:
+        if p.detail:
             for j, c in enumerate(classes):
                 logger.info("%s class %d (%s)\tdice %.5f  jaccard %.5f  hd95 %.5f  asd %.5f", case, c, names[j],
                             *values[i, j])
-        if args.save_nii:
+        if p.save_nii:
             spacing = d.procedure.nii_spacing
             _save_slices_nifti(prediction, os.path.join(pred_dir, f"{case}_pred.nii.gz"), spacing)
             _save_slices_nifti(image, os.path.join(pred_dir, f"{case}_img.nii.gz"), spacing)
@@ -207,9 +240,10 @@ def evaluate_slice_wise(d: DatasetDescription, model: torch.nn.Module, args: arg
 
     per_class = {names[j]: {"mean": dict(zip(METRICS, per_class_mean[j].tolist())),
                             "std": dict(zip(METRICS, per_class_std[j].tolist()))} for j in range(len(classes))}
-    summary = build_summary(d.name, args, mean, std, len(case_names), rows, extra_info, stats={"per_class": per_class})
+    summary = build_summary(d.name, mean, std, len(case_names), rows, extra_info, empty_policy=config.empty_policy,
+                            nms=p.nms, patch_size=p.patch_size, amp=config.amp, stats={"per_class": per_class})
     empty_line = (f"{summary['empty_predictions']} of {len(rows)} volume-class pairs ({len(case_names)} volumes) had "
-                  f"an empty prediction ({empty_rule(args.empty_policy)})")
+                  f"an empty prediction ({empty_rule(config.empty_policy)})")
     txt_lines = [f"metric is {[row for row in per_class_mean]} \n",  # the released file's two lines
                  f"average metric is {mean}\n"]
     txt_lines += [f"class {c} ({names[j]}): " + ", ".join(
@@ -226,27 +260,24 @@ def evaluate_slice_wise(d: DatasetDescription, model: torch.nn.Module, args: arg
 
 # ---------------------------------------------------------------------- procedure type -> test procedure
 
-def _no_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A procedure without flags of its own to check."""
-
-
 @dataclass(frozen=True)
 class TestProcedure:
-    """A test procedure: its flags (``add_args(parser, d)``, after the common ones), their check
-    (``check(parser, args)``, errors through ``parser.error``) and the per-case loop
-    (``evaluate(d, model, args, cases, out_dir, extra_info) -> summary``, writing the result files)."""
+    """A test procedure: its flags (``add_args(parser, d)``, after the common ones), the frozen
+    dataclass of their values (``options``, a field per flag, with ``check()`` raising
+    ``ValueError``) and the per-case loop (``evaluate(d, model, config, cases, out_dir,
+    extra_info) -> summary``, writing the result files)."""
 
     __test__ = False  # not a pytest test class
 
     add_args: Callable[[argparse.ArgumentParser, DatasetDescription], None]
-    check: Callable[[argparse.ArgumentParser, argparse.Namespace], None]
+    options: type
     evaluate: Evaluate
 
 
 #: type of ``DatasetDescription.procedure`` -> its test procedure
 TESTS: dict[type, TestProcedure] = {
-    SlidingWindow: TestProcedure(_sliding_window_args, _check_strides, evaluate_sliding_window),
-    SliceWise: TestProcedure(_slice_wise_args, _no_check, evaluate_slice_wise),
+    SlidingWindow: TestProcedure(_sliding_window_args, SlidingWindowTest, evaluate_sliding_window),
+    SliceWise: TestProcedure(_slice_wise_args, SliceWiseTest, evaluate_slice_wise),
 }
 
 

@@ -35,21 +35,22 @@ import torch
 from torch import nn
 
 from datasets import DatasetDescription
-from methods import METHODS, add_method_args, get_method
+from methods import METHODS, add_method_args
 from methods.base import Method
 from networks.net_factory import resolve_device
 from engine.checkpoints import CheckpointError, load_training_state, read_weights, save_checkpoint
 from engine.guard import FiniteGuard, TrainingDiverged, require_finite_weights
 from engine.host_memory import keep_freed_host_memory
 from engine.inference import AMP_MODES, amp_autocast
-from engine.run import REPO_ROOT, device_from_flags
+from engine.config import TrainConfig
+from engine.run import REPO_ROOT
 from engine.snapshot import check_resume_flags
 from engine.speed import setup_speed, to_channels_last
 from engine.stream import EpochStream, rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_common_args", "finish_args", "make_train_loader", "make_optimizer", "train_step", "Trainer",
+__all__ = ["add_common_args", "make_train_loader", "make_optimizer", "train_step", "Trainer",
            "setup_device", "read_resume_state", "write_config", "LAST_KEYS"]
 
 #: what every ``last.pth`` holds (checked on ``--resume`` before anything else is done)
@@ -71,6 +72,9 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
                    default=d.max_iterations, help="training iterations")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="batch size (labeled + unlabeled)")
     p.add_argument("--labeled_bs", type=int, default=d.labeled_bs, help="labeled items per batch")
+    p.add_argument("--supervised_only", action="store_true",
+                   help="batches of labeled items only and the supervised loss only (the paper's V-Net / U-Net "
+                        "rows; --method ssnet)")
     p.add_argument("--base_lr", type=float, default=0.01, help="SGD learning rate")
     if d.lr_step is not None:
         p.add_argument("--lr_step", type=int, default=d.lr_step,
@@ -145,54 +149,16 @@ def add_common_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
     add_method_args(p, d)
 
 
-def finish_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Check the parsed training flags, before anything is read or written; the method's own are
-    completed by its ``finish_args``.
-
-    Raises:
-        ValueError: naming the flag and what it must be.
-    """
-    import math
-
-    method = get_method(args.method)
-    if args.exp is None:
-        args.exp = method.name
-    args.device = device_from_flags(args.device, args.gpu)
-    method.finish_args(args)
-    if args.resume and args.overwrite:
-        raise ValueError("--resume continues the run in the snapshot folder, --overwrite deletes it: give one")
-    if args.labelnum < 1:
-        raise ValueError(f"--labelnum must be >= 1, got {args.labelnum}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
-    if not 0 < args.labeled_bs <= args.batch_size:
-        raise ValueError(f"--labeled_bs must be in 1..--batch_size ({args.batch_size}), got {args.labeled_bs}")
-    if not args.supervised_only and args.labeled_bs == args.batch_size:
-        raise ValueError("--labeled_bs equals --batch_size: no unlabeled items per batch; "
-                         "use --supervised_only for labeled-only training")
-    if not (math.isfinite(args.base_lr) and args.base_lr > 0):
-        raise ValueError(f"--base_lr must be a positive number, got {args.base_lr}")
-    if any(s < 1 for s in args.patch_size):
-        raise ValueError(f"--patch_size must be positive, got {' '.join(map(str, args.patch_size))}")
-    for flag in ("max_iterations", "log_interval", "val_interval", "save_interval", "image_interval", "sw_batch",
-                 "stride_xy", "stride_z", "val_batch", "lr_step"):
-        value = vars(args).get(flag)  # a procedure's or schedule's own flag may be absent
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag} must be >= 1, got {value}")
-    for flag in ("val_start", "num_workers"):
-        if vars(args)[flag] < 0:
-            raise ValueError(f"--{flag} must be >= 0, got {vars(args)[flag]}")
-    return args
-
-
-def make_train_loader(args: argparse.Namespace, dataset: Any, batch_sampler: Any) -> Any:
-    """The training loader of ``--loader`` (workers seeded as released; see
-    :mod:`dataloaders.epoch_loader`): ``reseed`` gives the released batches from
-    workers kept alive, ``released`` the released re-created ``DataLoader``."""
+def make_train_loader(kind: str, dataset: Any, batch_sampler: Any, num_workers: int, seed: int,
+                      device: str) -> Any:
+    """The training loader of ``--loader`` ``kind`` (workers seeded from ``seed`` as released; see
+    :mod:`dataloaders.epoch_loader`): ``reseed`` gives the released batches from workers kept
+    alive, ``released`` the released re-created ``DataLoader``; pinned memory unless ``device``
+    is the CPU or no GPU is visible."""
     from dataloaders.epoch_loader import make_loader
     from dataloaders.sampler import make_worker_init_fn
-    return make_loader(args.loader, dataset, batch_sampler, args.num_workers, make_worker_init_fn(args.seed),
-                       torch.cuda.is_available() and args.device != "cpu")
+    return make_loader(kind, dataset, batch_sampler, num_workers, make_worker_init_fn(seed),
+                       torch.cuda.is_available() and device != "cpu")
 
 
 def log_value(value: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -246,10 +212,10 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, image: torch.Te
 
 
 class Trainer:
-    """Runs ``method`` for ``args.max_iterations`` iterations.
+    """Runs ``method`` for ``config.max_iterations`` iterations.
 
     Args:
-        args: parsed flags (see :func:`add_common_args`).
+        config: the run's settings (:class:`engine.config.TrainConfig`).
         method: a :class:`methods.base.Method`.
         loader: training batches (dicts with ``image`` and ``label``).
         snapshot: the snapshot folder.
@@ -264,21 +230,22 @@ class Trainer:
             none). See docs/random_streams.md.
     """
 
-    def __init__(self, args: argparse.Namespace, method: Method, loader: Any, snapshot: str,
+    def __init__(self, config: TrainConfig, method: Method, loader: Any, snapshot: str,
                  lr_at: Callable[[int], float], validate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None,
                  should_validate: Callable[[int], bool], image_fn: Callable[..., None] | None = None,
                  device: torch.device | None = None,
                  validation_draws: Callable[[], Any] | None = None) -> None:
         from tensorboardX import SummaryWriter  # heavy import, only when training
 
-        self.args, self.method, self.loader, self.snapshot = args, method, loader, snapshot
+        self.config, self.method, self.loader, self.snapshot = config, method, loader, snapshot
         self.model: nn.Module = method.model
         self.device = device or next(self.model.parameters()).device
         self.lr_at, self.validate, self.should_validate, self.image_fn = lr_at, validate, should_validate, image_fn
         self.validation_draws = validation_draws
         self.stream = EpochStream(loader, self.device)
-        self.speed = setup_speed(args, self.model, self.device)  # before the optimiser: it holds the parameters
-        self.optimizer = make_optimizer(self.model, args.base_lr)
+        # before the optimiser: it holds the parameters
+        self.speed = setup_speed(self.model, self.device, **config.speed())
+        self.optimizer = make_optimizer(self.model, config.base_lr)
         self.writer = SummaryWriter(os.path.join(snapshot, "log"))
         self.iter_num = 0
         self.best = float("-inf")
@@ -306,7 +273,7 @@ class Trainer:
                  # with --zero_grad zero, a parameter that had a gradient keeps a zero one, and SGD moves it
                  # even in a step that leaves it unused: a resumed run must start with the same ones
                  "grad_present": [n for n, q in self.model.named_parameters() if q.grad is not None],
-                 "config": vars(self.args)}
+                 "config": self.config.to_dict()}
         save_checkpoint(state, self.last_path)
         self.saved_iter = self.iter_num
 
@@ -314,7 +281,7 @@ class Trainer:
         """Restore the run from ``last.pth`` (``state``: its content, already read by
         :func:`read_resume_state`; read here if None)."""
         if state is None:
-            state = read_resume_state(self.last_path, self.args)
+            state = read_resume_state(self.last_path, self.config)
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iter_num, self.best, self.best_iter = int(state["iter_num"]), float(state["best"]), int(state["best_iter"])
@@ -333,7 +300,7 @@ class Trainer:
                      self.best, self.best_iter)
 
     def save_best(self, score: float) -> None:
-        name = self.args.model
+        name = self.config.model
         weights = self._weights()
         save_checkpoint(weights, os.path.join(self.snapshot, f"iter_{self.iter_num}_dice_{round(score, 4)}.pth"))
         save_checkpoint(weights, os.path.join(self.snapshot, f"{name}_best_model.pth"))
@@ -341,7 +308,7 @@ class Trainer:
 
     def save_final(self) -> None:
         """The final iterate as a bare state_dict (``test_*.py --which last``)."""
-        save_checkpoint(self._weights(), os.path.join(self.snapshot, f"{self.args.model}_last_model.pth"))
+        save_checkpoint(self._weights(), os.path.join(self.snapshot, f"{self.config.model}_last_model.pth"))
 
     def restore_final_files(self) -> None:
         """``--resume`` of a finished run: write again the final files that are missing or cannot be
@@ -352,7 +319,7 @@ class Trainer:
         Raises:
             CheckpointError: the best weights are in no intact file.
         """
-        name = self.args.model
+        name = self.config.model
         last_model = os.path.join(self.snapshot, f"{name}_last_model.pth")
         if _intact(last_model) is None:
             self.save_final()
@@ -361,7 +328,7 @@ class Trainer:
         if _intact(best_model) is not None:
             logger.info("the run finished at iteration %d; its final files are intact, nothing to do", self.iter_num)
             return
-        if self.args.select == "last" and self.best_iter == self.iter_num:
+        if self.config.select == "last" and self.best_iter == self.iter_num:
             weights: dict[str, torch.Tensor] | None = self._weights()
             source = self.last_path
         else:
@@ -431,16 +398,16 @@ class Trainer:
     def _train(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        args = self.args
-        if self.iter_num >= args.max_iterations:  # --resume of a finished run
+        cfg = self.config
+        if self.iter_num >= cfg.max_iterations:  # --resume of a finished run
             self.restore_final_files()
         self.set_lr(self.lr_at(self.iter_num))
         pending: list[torch.Tensor] = []
-        bar = tqdm(total=args.max_iterations, initial=self.iter_num, ncols=100, desc="train",
+        bar = tqdm(total=cfg.max_iterations, initial=self.iter_num, ncols=100, desc="train",
                    disable=None, file=sys.stderr)
         t_start = time.time()
         loader_wait = 0.0
-        while self.iter_num < args.max_iterations:
+        while self.iter_num < cfg.max_iterations:
             t_wait = time.perf_counter()
             batch = next(self.stream)
             loader_wait += time.perf_counter() - t_wait
@@ -451,23 +418,23 @@ class Trainer:
                 self.stream.start_next_epoch()  # its workers load while this step runs
             out = train_step(self.method, self.optimizer, image, label, self.iter_num, amp=self.speed.amp,
                              channels_last=self.speed.channels_last,
-                             zero_grad=args.zero_grad, prepared=True)
+                             zero_grad=cfg.zero_grad, prepared=True)
             self.iter_num += 1
             self.set_lr(self.lr_at(self.iter_num))
             pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))
             self.guard.watch(self.iter_num, out["loss"], pending[-1])
             n = self.iter_num
-            final = n == args.max_iterations
-            if n % args.log_interval == 0 or final:
+            final = n == cfg.max_iterations
+            if n % cfg.log_interval == 0 or final:
                 self.guard.check()
                 self.log(pending, bar)
                 pending = []
-            if self.image_fn is not None and "probs" in out and n % args.image_interval == 0:
+            if self.image_fn is not None and "probs" in out and n % cfg.image_interval == 0:
                 self.image_fn(self.writer, image, label, out["probs"], n)
             if self.should_validate(n) or final:
                 self.guard.check()
                 self.run_validation(final)
-            if n % args.save_interval == 0 or final:
+            if n % cfg.save_interval == 0 or final:
                 self.save_last()
             if final:
                 self.save_final()
@@ -487,7 +454,7 @@ class Trainer:
         the last iteration, nothing in the step draws from the CPU generators after
         :meth:`Method.prepare_step` (SS-Net on CUDA), and no validation draw (ACDC) comes at ``n``.
         The released loop draws the epoch's base seed after step ``n``; nothing draws in between."""
-        return (self.stream.exhausted and n < self.args.max_iterations and not self.method.step_uses_cpu_generator
+        return (self.stream.exhausted and n < self.config.max_iterations and not self.method.step_uses_cpu_generator
                 and not (self.validation_draws is not None and self.should_validate(n)))
 
     def log(self, pending: list[torch.Tensor], bar: Any) -> None:
@@ -511,10 +478,10 @@ def _intact(path: str) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def read_resume_state(path: str, args: argparse.Namespace) -> dict[str, Any]:
+def read_resume_state(path: str, config: TrainConfig) -> dict[str, Any]:
     """Read the ``last.pth`` at ``path`` for ``--resume`` (tensors and plain values only: a file
-    that needs anything else is refused, so it cannot run code) and check that ``args`` continue
-    the same run.
+    that needs anything else is refused, so it cannot run code) and check that ``config``
+    continues the same run.
 
     Raises:
         FileNotFoundError: no ``last.pth``.
@@ -526,25 +493,27 @@ def read_resume_state(path: str, args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(f"--resume: no checkpoint at {path}; run without --resume to start, "
                                 "or check --exp/--labelnum/--model_root")
     state = load_training_state(path, LAST_KEYS)
-    check_resume_flags(state["config"], vars(args), path, int(state["iter_num"]))
+    check_resume_flags(state["config"], config.to_dict(), path, int(state["iter_num"]))
     return state
 
 
-def setup_device(args: argparse.Namespace) -> torch.device:
-    """The run's device (``--device``), made current on CUDA; on the CPU, freed host memory kept
-    for reuse (``--keep_host_memory``). Raises RuntimeError for a CUDA device that is not there."""
-    device = resolve_device(args.device)
+def setup_device(name: str, keep_host_memory: bool = True) -> torch.device:
+    """The run's device (``--device`` ``name``), made current on CUDA; on the CPU, freed host
+    memory kept for reuse (``--keep_host_memory``). Raises RuntimeError for a CUDA device that is
+    not there."""
+    device = resolve_device(name)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # kernels and caches of this run go to its GPU, never to GPU 0 as well
-    if device.type == "cpu" and args.keep_host_memory:
+    if device.type == "cpu" and keep_host_memory:
         keep_freed_host_memory()
     return device
 
 
-def write_config(args: argparse.Namespace, snapshot: str, device: torch.device, dataset: str) -> None:
-    """``<snapshot>/config.json``: the flags, the resolved device, torch's version and the dataset
-    (written once the run has started or resumed, through a temporary file)."""
-    config = dict(vars(args), device_resolved=str(device), torch=torch.__version__, dataset=dataset)
+def write_config(run: TrainConfig, snapshot: str, device: torch.device) -> None:
+    """``<snapshot>/config.json``: the run's settings (flags and method options), the resolved
+    device and torch's version (written once the run has started or resumed, through a temporary
+    file)."""
+    config = dict(run.to_dict(), device_resolved=str(device), torch=torch.__version__)
     path = os.path.join(snapshot, "config.json")
     with open(path + ".tmp", "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)

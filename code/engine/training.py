@@ -32,10 +32,11 @@ from dataloaders.splits import read_list
 from methods import get_method
 from networks.net_factory import cuda_nondeterministic_ops
 from engine.inference import validate_acdc_volumes, validate_la_cases
-from engine.run import setup_logging, snapshot_dir
+from engine.run import device_from_flags, setup_logging, snapshot_dir
 from engine.snapshot import check_output_folder, open_snapshot, refuse_existing_run
-from engine.trainer import (Trainer, add_common_args, finish_args, make_train_loader, read_resume_state,
-                            setup_device, write_config)
+from engine.config import TrainConfig
+from engine.trainer import (Trainer, add_common_args, make_train_loader, read_resume_state, setup_device,
+                            write_config)
 from engine.visualize import add_slice_snapshot, add_volume_snapshot
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ def _sliding_window_args(p: argparse.ArgumentParser, d: DatasetDescription) -> N
     p.add_argument("--stride_z", type=int, default=d.procedure.stride_z, help="validation sliding-window stride in z")
 
 
-def _sliding_window(args: argparse.Namespace, d: DatasetDescription, names: list[str]) -> Validate:
+def _sliding_window(config: TrainConfig, d: DatasetDescription, names: list[str]) -> Validate:
     """Mean foreground Dice over whole volumes by sliding window (released ``var_all_case_LA``)."""
     def validate(model: torch.nn.Module) -> tuple[float, dict[str, float]]:
-        dice = validate_la_cases(model, args.root_path, names, d.num_classes, tuple(args.patch_size),
-                                 args.stride_xy, args.stride_z, sw_batch=args.sw_batch, amp=args.amp,
+        dice = validate_la_cases(model, config.root_path, names, d.num_classes, config.patch_size,
+                                 config.stride_xy, config.stride_z, sw_batch=config.sw_batch, amp=config.amp,
                                  case_path=d.case_path)
         return dice, {"4_val/dice": dice}
     return validate
@@ -63,12 +64,12 @@ def _slices_args(p: argparse.ArgumentParser, d: DatasetDescription) -> None:
     p.add_argument("--val_batch", type=int, default=16, help="slices per forward pass in validation")
 
 
-def _slices(args: argparse.Namespace, d: DatasetDescription, names: list[str]) -> Validate:
+def _slices(config: TrainConfig, d: DatasetDescription, names: list[str]) -> Validate:
     """Per-class Dice and 95HD of volumes predicted slice by slice (released ``val_2d``); the score
     is the mean Dice over the foreground classes."""
     def validate(model: torch.nn.Module) -> tuple[float, dict[str, float]]:
-        per_class = validate_acdc_volumes(model, args.root_path, names, d.num_classes, tuple(args.patch_size),
-                                          batch=args.val_batch, amp=args.amp, case_path=d.case_path)
+        per_class = validate_acdc_volumes(model, config.root_path, names, d.num_classes, config.patch_size,
+                                          batch=config.val_batch, amp=config.amp, case_path=d.case_path)
         scalars = {f"4_val/{n}_dice": float(per_class[i, 0]) for i, n in enumerate(d.class_names)}
         scalars.update({f"4_val/{n}_hd95": float(per_class[i, 1]) for i, n in enumerate(d.class_names)})
         scalars["4_val/mean_dice"] = float(per_class[:, 0].mean())
@@ -82,7 +83,7 @@ class ValidationProcedure:
     """A validation procedure: its flags, the validate function, the tensorboard image writer."""
 
     add_args: Callable[[argparse.ArgumentParser, DatasetDescription], None]
-    make: Callable[[argparse.Namespace, DatasetDescription, list[str]], Validate]
+    make: Callable[[TrainConfig, DatasetDescription, list[str]], Validate]
     image_fn: Callable[..., None]
 
 
@@ -115,15 +116,18 @@ def build_parser(d: DatasetDescription, description: str | None = None) -> argpa
 
 
 def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
-               description: str | None = None) -> argparse.Namespace:
-    """Parse and check the training flags of ``d`` (every flag, before anything is read or written).
+               description: str | None = None) -> TrainConfig:
+    """Parse and check the training flags of ``d`` (every flag, before anything is read or
+    written): the run's settings, with the method's own options (``Method.options_from_flags``).
 
     Raises:
         ValueError: naming the bad flag (the scripts print it as one line, exit status 1).
     """
-    p = build_parser(d, description)
-    args = p.parse_args(argv)
-    finish_args(args)
+    flags = build_parser(d, description).parse_args(argv)
+    method = get_method(flags.method)
+    args = TrainConfig.from_flags(flags, d.name, method.options_from_flags(flags),
+                                  exp=flags.exp if flags.exp is not None else method.name,
+                                  device=device_from_flags(flags.device, flags.gpu))
     if len(args.patch_size) != d.spatial_dims:
         example = " ".join(map(str, d.patch_size))
         raise ValueError(f"--patch_size takes {d.spatial_dims} numbers for {d.name}, e.g. {example}")
@@ -140,7 +144,7 @@ def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
     return args
 
 
-def cuda_determinism_blockers(args: argparse.Namespace, d: DatasetDescription) -> list[str]:
+def cuda_determinism_blockers(args: TrainConfig, d: DatasetDescription) -> list[str]:
     """With ``--deterministic 2`` on a CUDA device (``auto`` where a GPU is visible): the operations
     of the method's network and trained losses that have no deterministic CUDA kernel (empty
     otherwise, and on the CPU). The network is built on the ``meta`` device: no memory, no
@@ -154,7 +158,7 @@ def cuda_determinism_blockers(args: argparse.Namespace, d: DatasetDescription) -
     return cuda_nondeterministic_ops(model) + list(method.cuda_nondeterministic)
 
 
-def check_item_counts(args: argparse.Namespace, d: DatasetDescription, n_train: int) -> None:
+def check_item_counts(args: TrainConfig, d: DatasetDescription, n_train: int) -> None:
     """The flags that need the length of the training list (read, not decoded): ``--val_num``
     with ``--select val`` and ``--labelnum``.
 
@@ -172,12 +176,12 @@ def check_item_counts(args: argparse.Namespace, d: DatasetDescription, n_train: 
                          + "; choose a smaller --labelnum")
 
 
-def build_loader(args: argparse.Namespace, d: DatasetDescription,
+def build_loader(args: TrainConfig, d: DatasetDescription,
                  n_train: int | None = None) -> tuple[Any, list[int]]:
     """The two-stream loader (labeled-only with ``--supervised_only``) over the training items:
     the first ``labeled_items(root, --labelnum)`` are labeled, the rest (less those held out for
     ``--select val``) unlabeled. Returns the loader and the held-out item indices."""
-    db = d.train_dataset(args.root_path, tuple(args.patch_size), bool(args.cache_data))
+    db = d.train_dataset(args.root_path, args.patch_size, bool(args.cache_data))
     db.preload(progress=True)  # with --cache_data 1: decoded once, before any worker starts
     total = len(db)
     if n_train is not None and n_train != total:
@@ -198,10 +202,10 @@ def build_loader(args: argparse.Namespace, d: DatasetDescription,
     else:
         sampler = TwoStreamBatchSampler(labeled, list(range(n_labeled, usable)), args.batch_size,
                                         args.batch_size - args.labeled_bs)
-    return make_train_loader(args, db, sampler), held_out
+    return make_train_loader(args.loader, db, sampler, args.num_workers, args.seed, args.device), held_out
 
 
-def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids: list[str],
+def validation_names(args: TrainConfig, d: DatasetDescription, train_ids: list[str],
                      held_out: list[int]) -> list[str]:
     """The volumes model selection validates on: held-out training items (``--select val`` on a
     ``holdout_from_train`` dataset) or the lines of ``<select>.list``."""
@@ -210,8 +214,9 @@ def validation_names(args: argparse.Namespace, d: DatasetDescription, train_ids:
     return read_list(os.path.join(args.root_path, f"{args.select}.list"))
 
 
-def train(args: argparse.Namespace, d: DatasetDescription) -> dict[str, object]:
-    """One training run of ``args.method`` on dataset ``d``; returns the run summary.
+def train(args: TrainConfig, d: DatasetDescription) -> dict[str, object]:
+    """One training run of ``args.method`` on dataset ``d`` (``args``: the run's settings from
+    :func:`parse_args`); returns the run summary.
 
     Everything that can be checked is checked before the snapshot folder is written: the lists,
     the flags against them, the output folder, an earlier run there (refused unless ``--resume``
@@ -228,7 +233,7 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> dict[str, object]:
         resume_state = read_resume_state(os.path.join(snapshot, "last.pth"), args)
     else:
         refuse_existing_run(snapshot, args.overwrite)
-    device = setup_device(args)
+    device = setup_device(args.device, bool(args.keep_host_memory))
     loader, held_out = build_loader(args, d, len(train_ids))  # decodes and checks the training data
     names: list[str] = []
     if args.select != "last":
@@ -240,7 +245,7 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> dict[str, object]:
     if removed:
         logger.warning("--overwrite: deleted the earlier run in %s (%s)", snapshot, ", ".join(removed))
     seed_everything(args.seed, int(args.deterministic))
-    method = get_method(args.method).from_args(args, d, d.num_classes, device)
+    method = get_method(args.method).from_config(args, d, d.num_classes, device)
     validate = None
     if names:
         logger.info("model selection on %d %s volumes%s", len(names), args.select,
@@ -263,19 +268,19 @@ def train(args: argparse.Namespace, d: DatasetDescription) -> dict[str, object]:
     if resume_state is not None:
         trainer.load_last(resume_state)
         del resume_state
-    write_config(args, snapshot, device, d.name)
+    write_config(args, snapshot, device)
     return trainer.train()
 
 
-def script_functions(d: DatasetDescription, doc: str | None) -> tuple[Callable[..., argparse.Namespace],
+def script_functions(d: DatasetDescription, doc: str | None) -> tuple[Callable[..., TrainConfig],
                                                                           Callable[..., dict[str, object]],
                                                                           Callable[..., dict[str, object]]]:
     """A training script's ``parse_args(argv)``, ``train(args)`` and ``main(argv)`` for dataset ``d``
     (``doc``: the script's docstring, its ``--help`` text)."""
-    def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    def parse(argv: Sequence[str] | None = None) -> TrainConfig:
         return parse_args(d, argv, doc)
 
-    def run(args: argparse.Namespace) -> dict[str, object]:
+    def run(args: TrainConfig) -> dict[str, object]:
         return train(args, d)
 
     def main(argv: Sequence[str] | None = None) -> dict[str, object]:

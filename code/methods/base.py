@@ -4,9 +4,13 @@ The run engine (:mod:`engine.trainer`) knows a method only through this class:
 
 * ``add_args(parser, dataset)`` (class method): the method's OWN flags, added to
   the training parser in a group of their own (``--help`` lists them under the
-  method's name); ``finish_args(args)`` checks and completes them after parsing;
-* ``from_args(args, dataset, num_classes, device)`` (class method): the method
-  with its network(s) built from the parsed flags and the dataset description;
+  method's name); ``Options``: the frozen dataclass of those flags (a field per
+  flag, same name); ``options_from_flags(flags)`` builds and checks it once,
+  after parsing;
+* ``from_config(config, dataset, num_classes, device)`` (class method): the
+  method with its network(s) built from the run's settings (:class:`RunConfig`,
+  the engine's ``TrainConfig``; ``config.options`` is the method's ``Options``)
+  and the dataset description;
 * ``build_model(dataset, num_classes, mode, device, model)`` (class method): the
   network whose state_dict is the checkpoint; its first output is the one
   validated and tested;
@@ -32,12 +36,56 @@ Methods raise ``ValueError`` (bad flags, batches or datasets) or
 from __future__ import annotations
 import abc
 import argparse
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from datasets import DatasetDescription
+
+
+#: field metadata of a value computed from the flags, not a flag itself
+DERIVED = {"derived": True}
+
+
+def options_from_flags(kind: type, flags: argparse.Namespace, **values: Any) -> Any:
+    """An instance of the dataclass ``kind`` whose fields take the parsed flags' values of the same
+    name (``values`` override them; a derived field absent from the flags keeps its default);
+    list values become tuples.
+
+    Raises:
+        ValueError: a field that is no flag and has no default.
+    """
+    given = vars(flags)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(kind):
+        if f.name in values:
+            kwargs[f.name] = values[f.name]
+        elif f.name in given:
+            value = given[f.name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"no flag --{f.name} for {kind.__name__}.{f.name}")
+    return kind(**kwargs)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method without flags of its own."""
+
+
+class RunConfig(Protocol):
+    """What a method reads of the run's settings (the engine's ``TrainConfig`` has these fields)."""
+
+    model: str
+    labeled_bs: int
+    batch_size: int
+    max_iterations: int
+    patch_size: tuple[int, ...]
+    supervised_only: bool
+    options: Any
 
 
 class Method(abc.ABC):
@@ -67,13 +115,18 @@ class Method(abc.ABC):
     def add_args(cls, parser: argparse._ActionsContainer, dataset: DatasetDescription) -> None:
         """Add this class's own flags (defaults may come from ``dataset``); none by default."""
 
+    #: the frozen dataclass of this method's own flags (fields named as the flags)
+    Options: type = NoOptions
+
     @classmethod
-    def finish_args(cls, args: argparse.Namespace) -> None:
-        """Check and complete the parsed flags of the method that runs (nothing by default).
+    def options_from_flags(cls, flags: argparse.Namespace) -> Any:
+        """This method's :attr:`Options` from the parsed flags, checked (at parse time, before
+        anything is read or written).
 
         Raises:
             ValueError: a flag this method refuses.
         """
+        return options_from_flags(cls.Options, flags)
 
     @classmethod
     @abc.abstractmethod
@@ -83,9 +136,10 @@ class Method(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_args(cls, args: argparse.Namespace, dataset: str | DatasetDescription, num_classes: int,
-                  device: torch.device) -> Method:
-        """The method as the parsed flags describe it, its networks on ``device``."""
+    def from_config(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
+                    device: torch.device) -> Method:
+        """The method as the run's settings describe it (``config.options``: its :attr:`Options`),
+        its networks on ``device``."""
 
     @abc.abstractmethod
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:

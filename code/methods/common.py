@@ -1,7 +1,7 @@
 """What the five baselines (UA-MT, SASSNet, DTC, URPC, MC-Net) share.
 
 * :class:`Baseline`: the :class:`methods.base.Method` interface for the
-  baselines (``from_args``, ``build_model``, ``after_step``, ``state_dict``),
+  baselines (``options_from_flags``, ``from_config``, ``build_model``, ``after_step``, ``state_dict``),
   the batch checks and the unsupervised weight
   ``w(t) = lambda * sigmoid_rampup(t // 150, L)``.
 * Which training flags a baseline uses: each keeps the loss weight and ramp of
@@ -17,14 +17,16 @@
   included, one-hot g), as in their public code.
 """
 from __future__ import annotations
+import argparse
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from datasets import DatasetDescription, get_dataset
-from methods.base import Method
+from methods.base import Method, RunConfig, options_from_flags
 from networks.net_factory import net_factory
 from utils.losses import DiceLoss, soft_dice_loss
 from utils.ramps import consistency_weight
@@ -48,9 +50,19 @@ def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: str | Datas
     return DiceLoss(probs.shape[1], smooth=SQ_DICE_SMOOTH)(probs, labels)
 
 
-def _arg(args: Any, name: str, default: Any) -> Any:
-    value = vars(args)[name]
-    return default if value is None else value
+@dataclass(frozen=True)
+class BaselineOptions:
+    """The flags every baseline reads: its unsupervised weight and ramp-up (None: the baseline's own)."""
+
+    baseline_consistency: float | None
+    baseline_rampup: float | None
+
+
+@dataclass(frozen=True)
+class SDFOptions(BaselineOptions):
+    """SASSNet's and DTC's: ``--beta``, the weight of the SDF regression loss."""
+
+    beta: float
 
 
 class Baseline(Method):
@@ -58,11 +70,12 @@ class Baseline(Method):
 
     Subclasses set ``key``, ``name``, ``log_keys`` and ``RAMP_AFTER_INCREMENT``,
     implement ``step``, and may add flags (``add_args``) and constructor
-    arguments from them (``kwargs_from_args``). Network, lambda and L come from
+    arguments from them (``Options``, ``kwargs_from_config``). Network, lambda and L come from
     the dataset description's setting for ``key``.
     """
 
     args_title = "baselines (--method uamt, sassnet, dtc, urpc, mcnet)"
+    Options: type = BaselineOptions
     #: True: w(t) uses the iteration count after the increment (MC-Net's public code); False: before it.
     RAMP_AFTER_INCREMENT = False
 
@@ -100,31 +113,28 @@ class Baseline(Method):
         return net_factory(network, in_chns=1, class_num=num_classes, mode=mode, device=device, with_heads=False)
 
     @classmethod
-    def finish_args(cls, args: Any) -> None:
-        """At parsing time, before any folder is made: :meth:`check_flags`."""
-        cls.check_flags(args)
-
-    @classmethod
-    def check_flags(cls, args: Any) -> None:
-        """Refuse SS-Net-only flags instead of silently ignoring them.
+    def options_from_flags(cls, flags: argparse.Namespace) -> Any:
+        """The baseline's options, at parsing time, before any folder is made; SS-Net-only flags
+        are refused instead of silently ignored.
 
         Raises:
             ValueError: ``--supervised_only``, ``--lds`` or ``--cs`` set.
         """
-        if args.supervised_only:
+        if flags.supervised_only:
             raise ValueError(f"--method {cls.key}: --supervised_only trains the lower/upper-bound "
                              "rows; run it with --method ssnet --supervised_only")
         for flag, default in (("lds", "dice"), ("cs", "on")):
-            if vars(args)[flag] != default:
+            if vars(flags)[flag] != default:
                 raise ValueError(f"--{flag} is an SS-Net ablation flag; {cls.name} has no such loss term")
+        return options_from_flags(cls.Options, flags)
 
     @classmethod
-    def weight_from_args(cls, args: Any, dataset: str | DatasetDescription) -> tuple[float, float]:
+    def weights(cls, options: BaselineOptions, dataset: str | DatasetDescription) -> tuple[float, float]:
         """(lambda, L): ``--baseline_consistency`` / ``--baseline_rampup`` or the baseline's own values."""
         data = get_dataset(dataset)
         setting = data.method(cls.key)
-        lam = float(_arg(args, "baseline_consistency", setting.weight))
-        ramp = float(_arg(args, "baseline_rampup", setting.rampup))
+        lam = float(setting.weight if options.baseline_consistency is None else options.baseline_consistency)
+        ramp = float(setting.rampup if options.baseline_rampup is None else options.baseline_rampup)
         logger.info("%s on %s: unsupervised weight %g, ramp-up %g x 150 iterations (%s; --consistency and "
                     "--consistency_rampup are SS-Net's and not used)", cls.name, data.name, lam, ramp,
                     "the baseline's own" if (lam, ramp) == (setting.weight, setting.rampup)
@@ -132,20 +142,19 @@ class Baseline(Method):
         return lam, ramp
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: DatasetDescription, num_classes: int,
-                         device: torch.device) -> dict[str, Any]:
-        """The subclass's own constructor arguments from the flags (built after the model)."""
+    def kwargs_from_config(cls, config: RunConfig, dataset: DatasetDescription, num_classes: int,
+                           device: torch.device) -> dict[str, Any]:
+        """The subclass's own constructor arguments from the run's settings (built after the model)."""
         return {}
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str | DatasetDescription, num_classes: int,
-                  device: torch.device) -> Baseline:
-        cls.check_flags(args)
+    def from_config(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
+                    device: torch.device) -> Baseline:
         data = get_dataset(dataset)
-        lam, ramp = cls.weight_from_args(args, data)
+        lam, ramp = cls.weights(config.options, data)
         model = cls.build_model(data, num_classes, "train", device)
-        return cls(data, model, num_classes, args.labeled_bs, consistency=lam, consistency_rampup=ramp,
-                   **cls.kwargs_from_args(args, data, num_classes, device))
+        return cls(data, model, num_classes, config.labeled_bs, consistency=lam, consistency_rampup=ramp,
+                   **cls.kwargs_from_config(config, data, num_classes, device))
 
     # ------------------------------------------------------------------ per iteration
     def weight(self, iter_num: int) -> float:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.common import Baseline, sq_dice_loss
+from methods.base import RunConfig
+from methods.common import Baseline, SDFOptions, sq_dice_loss
 from methods.sdf import DTC_K, sdf_target, sdf_to_mask
 from utils.losses import logged_cross_entropy
 
@@ -47,6 +48,7 @@ class DTC(Baseline):
 
     key = "dtc"
     name = "DTC"
+    Options = SDFOptions
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_consistency", "consistency_weight")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
@@ -56,9 +58,10 @@ class DTC(Baseline):
         self.beta = beta
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
+    def kwargs_from_config(cls, config: RunConfig, dataset: Any, num_classes: int,
+                           device: torch.device) -> dict[str, Any]:
         """``--beta`` (a SASSNet flag: both weight the SDF regression loss)."""
-        return {"beta": args.beta}
+        return {"beta": config.options.beta}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

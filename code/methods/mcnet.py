@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.common import Baseline
+from dataclasses import dataclass
+
+from methods.base import RunConfig
+from methods.common import Baseline, BaselineOptions
 from utils.losses import binary_dice_loss, logged_cross_entropy, one_hot, soft_dice_loss
 
 DICE_FORMS = ("released", "factor2")
@@ -73,6 +76,14 @@ def mcnet2d_dice_loss(probs: torch.Tensor, labels: torch.Tensor, form: str = "re
     return loss / p.shape[1]
 
 
+@dataclass(frozen=True)
+class MCNetOptions(BaselineOptions):
+    """MC-Net's: ``--temperature`` and ``--mcnet_dice``."""
+
+    temperature: float
+    mcnet_dice: str
+
+
 class MCNet(Baseline):
     """MC-Net (v1) on LA (3D) or ACDC (2D); ``model(x)`` returns ``(logits_decoder1, logits_decoder2)``.
 
@@ -82,6 +93,8 @@ class MCNet(Baseline):
         temperature: sharpening temperature T (0.1).
         dice: ACDC Dice form, ``"released"`` (no factor 2) or ``"factor2"``.
     """
+
+    Options = MCNetOptions
 
     key = "mcnet"
     name = "MCNet"
@@ -110,9 +123,10 @@ class MCNet(Baseline):
                                  "or the usual form")
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
+    def kwargs_from_config(cls, config: RunConfig, dataset: Any, num_classes: int,
+                           device: torch.device) -> dict[str, Any]:
         """``--temperature`` and ``--mcnet_dice``."""
-        return {"temperature": args.temperature, "dice": args.mcnet_dice}
+        return {"temperature": config.options.temperature, "dice": config.options.mcnet_dice}
 
     def supervised_dice(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One decoder's Dice of the labeled items: probs (L, C, *S), labels (L, *S)."""

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets import get_dataset
-from methods.common import Baseline, sq_dice_loss
+from methods.base import RunConfig
+from methods.common import Baseline, SDFOptions, sq_dice_loss
 from methods.sdf import sdf_target
 from networks.discriminator import FC3DDiscriminator, FCDiscriminator
 from utils.losses import logged_cross_entropy
@@ -70,6 +71,7 @@ class SASSNet(Baseline):
     key = "sassnet"
     name = "SASSNet"
     args_title = "--method sassnet and dtc"
+    Options = SDFOptions
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_adv", "loss_D", "consistency_weight")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
@@ -98,10 +100,11 @@ class SASSNet(Baseline):
         parser.add_argument("--beta", type=float, default=0.3, help="SASSNet/DTC: weight of the SDF regression loss")
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
+    def kwargs_from_config(cls, config: RunConfig, dataset: Any, num_classes: int,
+                           device: torch.device) -> dict[str, Any]:
         """The discriminator (built after the segmentation network) and ``--beta``."""
-        return {"discriminator": cls.build_discriminator(dataset, num_classes, args.patch_size, device),
-                "beta": args.beta}
+        return {"discriminator": cls.build_discriminator(dataset, num_classes, list(config.patch_size), device),
+                "beta": config.options.beta}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Generator losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""

@@ -19,7 +19,9 @@ seeded run reproduces theirs.
 """
 from __future__ import annotations
 import argparse
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets import DatasetDescription, get_dataset
-from methods.base import Method
+from methods.base import DERIVED, Method, RunConfig, options_from_flags
 from networks.net_factory import net_factory
 from utils.losses import binary_dice_loss, logged_cross_entropy, DiceLoss
 from utils.ramps import consistency_weight
@@ -43,6 +45,24 @@ def rms_scaled_magnitude(magnitude: float, patch: list[int], released_patch: lis
     if len(patch) != len(released_patch):
         raise ValueError(f"--patch_size {patch} and the released patch {released_patch} differ in rank")
     return float(magnitude * math.sqrt(float(np.prod(patch)) / float(np.prod(released_patch))))
+
+
+@dataclass(frozen=True)
+class SSNetOptions:
+    """SS-Net's own flags (see ``--help``); ``released_patch`` is the dataset's released patch
+    (for ``--magnitude_scaling rms``), ``magnitude_at_released_patch`` the ``--magnitude`` given
+    when it was rescaled."""
+
+    consistency: float
+    consistency_rampup: float
+    magnitude: float
+    magnitude_scaling: str
+    lds: str
+    cs: str
+    prototype_keep: str
+    memory_weighting: str
+    released_patch: tuple[int, ...]
+    magnitude_at_released_patch: float | None = field(default=None, metadata={**DERIVED, "omit_none": True})
 
 
 class SSNet(Method):
@@ -73,6 +93,7 @@ class SSNet(Method):
     key = "ssnet"
     name = "SSNet"
     args_title = "SS-Net (--method ssnet)"
+    Options = SSNetOptions
     log_keys = ("loss", "loss_dice", "loss_ce", "loss_lds", "loss_cs_l", "loss_cs_u", "consistency_weight")
 
     def __init__(self, dataset: str | DatasetDescription, model: nn.Module, num_classes: int, labeled_bs: int,
@@ -124,8 +145,6 @@ class SSNet(Method):
                             help="smoothness loss distance (Table 3: dice = released, kl = original VAT, none = off)")
         parser.add_argument("--cs", choices=["on", "off"], default="on",
                             help="inter-class separation loss (Table 3)")
-        parser.add_argument("--supervised_only", action="store_true",
-                            help="batches of labeled cases only, Dice loss only (the paper's V-Net/U-Net rows)")
         parser.add_argument("--prototype_keep", choices=["lowest", "highest"], default="lowest",
                             help="prototype selection: lowest attention scores (released) or highest (paper text)")
         parser.add_argument("--memory_weighting", choices=["released", "mean"], default="released",
@@ -134,14 +153,17 @@ class SSNet(Method):
                                  "describes)")
 
     @classmethod
-    def finish_args(cls, args: argparse.Namespace) -> None:
-        """``--supervised_only`` turns both unsupervised terms off; ``--magnitude_scaling rms``
-        rescales ``--magnitude`` to ``--patch_size``."""
-        if args.supervised_only:
-            args.lds, args.cs = "none", "off"
-        if args.magnitude_scaling == "rms":
-            args.magnitude_at_released_patch = args.magnitude
-            args.magnitude = rms_scaled_magnitude(args.magnitude, args.patch_size, args.released_patch)
+    def options_from_flags(cls, flags: argparse.Namespace) -> SSNetOptions:
+        """SS-Net's options: ``--supervised_only`` turns both unsupervised terms off;
+        ``--magnitude_scaling rms`` rescales ``--magnitude`` to ``--patch_size``."""
+        options = options_from_flags(SSNetOptions, flags)
+        if flags.supervised_only:
+            options = dataclasses.replace(options, lds="none", cs="off")
+        if options.magnitude_scaling == "rms":
+            options = dataclasses.replace(
+                options, magnitude_at_released_patch=options.magnitude,
+                magnitude=rms_scaled_magnitude(options.magnitude, list(flags.patch_size), list(options.released_patch)))
+        return options
 
     @classmethod
     def build_model(cls, dataset: str | DatasetDescription, num_classes: int, mode: str = "train",
@@ -152,13 +174,14 @@ class SSNet(Method):
         return net_factory(model, in_chns=1, class_num=num_classes, mode=mode, device=device)
 
     @classmethod
-    def from_args(cls, args: Any, dataset: str | DatasetDescription, num_classes: int,
-                  device: torch.device) -> SSNet:
-        model = cls.build_model(dataset, num_classes, "train", device, model=args.model)
-        return cls(dataset, model, num_classes, args.labeled_bs, lds=args.lds, cs=args.cs == "on",
-                   supervised_only=args.supervised_only, consistency=args.consistency,
-                   consistency_rampup=args.consistency_rampup, magnitude=args.magnitude,
-                   prototype_keep=args.prototype_keep, memory_weighting=args.memory_weighting)
+    def from_config(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
+                    device: torch.device) -> SSNet:
+        o: SSNetOptions = config.options
+        model = cls.build_model(dataset, num_classes, "train", device, model=config.model)
+        return cls(dataset, model, num_classes, config.labeled_bs, lds=o.lds, cs=o.cs == "on",
+                   supervised_only=config.supervised_only, consistency=o.consistency,
+                   consistency_rampup=o.consistency_rampup, magnitude=o.magnitude,
+                   prototype_keep=o.prototype_keep, memory_weighting=o.memory_weighting)
     @property
     def step_uses_cpu_generator(self) -> bool:  # type: ignore[override]
         """On CUDA (:attr:`predraw_noise`) the step draws only from the CUDA generator once the

@@ -31,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.common import Baseline, sq_dice_loss
+from dataclasses import dataclass
+
+from methods.base import RunConfig
+from methods.common import Baseline, BaselineOptions, sq_dice_loss
 from utils.losses import cross_entropy_loss
 from utils.ramps import sigmoid_rampup
 
@@ -81,6 +84,14 @@ def masked_consistency(student_probs: torch.Tensor, teacher_probs: torch.Tensor,
 #: the teacher's EMA decay (released)
 EMA_DECAY = 0.99
 
+
+@dataclass(frozen=True)
+class UAMTOptions(BaselineOptions):
+    """UA-MT's: ``--ema_decay``."""
+
+    ema_decay: float
+
+
 class UAMT(Baseline):
     """UA-MT on LA (V-Net) or ACDC (U-Net).
 
@@ -96,6 +107,7 @@ class UAMT(Baseline):
 
     key = "uamt"
     name = "UAMT"
+    Options = UAMTOptions
     cuda_nondeterministic = ("nll_loss2d_forward (the supervised cross-entropy, which is trained)",)
     log_keys = ("loss", "loss_ce", "loss_dice", "loss_consistency", "consistency_weight", "threshold",
                 "mask_fraction")
@@ -126,11 +138,12 @@ class UAMT(Baseline):
         parser.add_argument("--ema_decay", type=float, default=EMA_DECAY, help="UA-MT: EMA decay of the teacher")
 
     @classmethod
-    def kwargs_from_args(cls, args: Any, dataset: Any, num_classes: int, device: torch.device) -> dict[str, Any]:
+    def kwargs_from_config(cls, config: RunConfig, dataset: Any, num_classes: int,
+                           device: torch.device) -> dict[str, Any]:
         """T_max, the EMA decay and the teacher (its own initialisation, after the student's, as released)."""
         teacher = cls.build_model(dataset, num_classes, "train", device)
-        return {"max_iterations": args.max_iterations, "teacher": teacher,
-                "ema_decay": args.ema_decay}
+        return {"max_iterations": config.max_iterations, "teacher": teacher,
+                "ema_decay": config.options.ema_decay}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
