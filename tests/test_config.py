@@ -92,3 +92,13 @@ def test_test_config_from_the_test_flags():
 @pytest.fixture(scope="module")
 def la_root(tiny_data):
     return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
+
+
+def test_a_description_s_loss_forms_are_typed():
+    from datasets import DiceForm, VatDistance
+    la, acdc = get_dataset("LA"), get_dataset("ACDC")
+    assert (la.dice, la.vat_distance) == (DiceForm.FOREGROUND, VatDistance.DICE)
+    assert (acdc.dice, acdc.vat_distance) == (DiceForm.CLASSES, VatDistance.CLASS_DICE)
+    assert dataclasses.replace(la, dice="classes").dice is DiceForm.CLASSES  # a plain string names a form
+    with pytest.raises(ValueError, match="squares"):
+        dataclasses.replace(la, dice="squares")

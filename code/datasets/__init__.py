@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 #: dataset name (the snapshot folder prefix, ``--dataset`` choice) -> module defining ``DESCRIPTION``
@@ -39,6 +40,22 @@ REGISTRY: dict[str, str] = {
     "LA": "datasets.la",
     "ACDC": "datasets.acdc",
 }
+
+
+class DiceForm(str, Enum):
+    """A dataset's supervised Dice: ``FOREGROUND``, the binary Dice of channel 1 against
+    [label == 1] (LA); ``CLASSES``, the mean over the C classes with one-hot targets (ACDC)."""
+
+    FOREGROUND = "foreground"
+    CLASSES = "classes"
+
+
+class VatDistance(str, Enum):
+    """SS-Net's VAT distance for ``--lds dice`` (:func:`utils.vat.vat_distance`): ``DICE``, the
+    binary Dice distance of channel 1 (LA); ``CLASS_DICE``, the class-averaged one (ACDC)."""
+
+    DICE = "dice"
+    CLASS_DICE = "class_dice"
 
 
 @dataclass(frozen=True)
@@ -145,9 +162,8 @@ class DatasetDescription:
         lr_step: multiply the learning rate by 0.1 every ``lr_step`` iterations (a
             ``--lr_step`` flag); ``None``: constant learning rate.
         consistency, consistency_rampup, magnitude: SS-Net's w(t) and VAT epsilon.
-        vat_distance: SS-Net's VAT distance for ``--lds dice`` (see :mod:`utils.vat`).
-        dice: the supervised Dice form: ``"foreground"`` (binary Dice of channel 1)
-            or ``"classes"`` (mean over the C classes, one-hot targets).
+        vat_distance: SS-Net's VAT distance for ``--lds dice`` (:class:`VatDistance`).
+        dice: the supervised Dice form (:class:`DiceForm`).
         methods: ``--method`` key -> :class:`MethodSetting`.
         select, val_num, val_start: model selection defaults (``select`` is the released
             code's choice).
@@ -179,8 +195,8 @@ class DatasetDescription:
     consistency: float
     consistency_rampup: float
     magnitude: float
-    vat_distance: str
-    dice: str
+    vat_distance: VatDistance
+    dice: DiceForm
     methods: Mapping[str, MethodSetting]
     select: str
     val_start: int
@@ -198,6 +214,9 @@ class DatasetDescription:
     mismatch_hints: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # the forms as their typed values (a plain string names one; another string is refused here)
+        object.__setattr__(self, "dice", DiceForm(self.dice))
+        object.__setattr__(self, "vat_distance", VatDistance(self.vat_distance))
         if not isinstance(self.procedure, (SlidingWindow, SliceWise)):
             raise ValueError(f"dataset {self.name}: procedure must be a SlidingWindow(stride_xy, stride_z) or a "
                              f"SliceWise() (datasets/__init__.py), got {self.procedure!r}")

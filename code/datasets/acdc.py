@@ -14,7 +14,7 @@ from typing import Any
 from dataloaders.acdc import ACDC, ACDC_NUM_CLASSES, acdc_volume_path
 from dataloaders.splits import labeled_slice_count
 from dataloaders.transforms import RandomGenerator
-from datasets import DatasetDescription, SliceWise, method_table
+from datasets import DatasetDescription, DiceForm, SliceWise, VatDistance, method_table
 
 
 def train_dataset(root: str, patch_size: tuple[int, ...], cache: bool) -> Any:
@@ -30,7 +30,8 @@ DESCRIPTION = DatasetDescription(
     labelnum_unit="patients", labeled_items=labeled_slice_count,
     labelnum_shares={3: "5%", 7: "10%", 70: "all"},
     patch_size=(256, 256), batch_size=24, labeled_bs=12, max_iterations=30000,  # constant learning rate
-    consistency=0.1, consistency_rampup=200.0, magnitude=6.0, vat_distance="class_dice", dice="classes",
+    consistency=0.1, consistency_rampup=200.0, magnitude=6.0,
+    vat_distance=VatDistance.CLASS_DICE, dice=DiceForm.CLASSES,
     methods=method_table(
         {"ssnet": "unet", "uamt": "unet", "sassnet": "unet_sdf", "dtc": "unet_sdf", "urpc": "unet_urpc",
          "mcnet": "mcnet2d_v1"},

@@ -13,7 +13,7 @@ from typing import Any
 
 from dataloaders.la_heart import LA_NUM_CLASSES, LAHeart, la_case_path
 from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor
-from datasets import DatasetDescription, SlidingWindow, method_table
+from datasets import DatasetDescription, DiceForm, SlidingWindow, VatDistance, method_table
 
 
 def train_dataset(root: str, patch_size: tuple[int, ...], cache: bool) -> Any:
@@ -27,7 +27,7 @@ DESCRIPTION = DatasetDescription(
     root_path="data/LA", case_path=la_case_path, train_dataset=train_dataset,
     labelnum=4, labelnum_shares={4: "5%", 8: "10%", 80: "all"},
     patch_size=(112, 112, 80), batch_size=4, labeled_bs=2, max_iterations=15000, lr_step=2500,
-    consistency=1.0, consistency_rampup=40.0, magnitude=10.0, vat_distance="dice", dice="foreground",
+    consistency=1.0, consistency_rampup=40.0, magnitude=10.0, vat_distance=VatDistance.DICE, dice=DiceForm.FOREGROUND,
     methods=method_table(
         {"ssnet": "VNet", "uamt": "VNet", "sassnet": "vnet_sdf", "dtc": "vnet_sdf", "urpc": "unet_3D_dv_semi",
          "mcnet": "mcnet3d_v1"},

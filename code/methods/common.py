@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datasets import DatasetDescription, get_dataset
+from datasets import DatasetDescription, DiceForm, get_dataset
 from methods.base import Method, RunConfig, options_from_flags
 from networks.net_factory import net_factory
 from utils.losses import DiceLoss, soft_dice_loss
@@ -45,7 +45,7 @@ def sq_dice_loss(probs: torch.Tensor, labels: torch.Tensor, dataset: str | Datas
     the foreground channel and g = [label == 1]; ``dice="classes"`` (ACDC): the same per class
     with one-hot g, averaged over the C classes; s = 1e-5.
     """
-    if get_dataset(dataset).dice == "foreground":
+    if get_dataset(dataset).dice is DiceForm.FOREGROUND:
         return soft_dice_loss(probs[:, 1:2], (labels == 1).unsqueeze(1).to(probs.dtype), smooth=SQ_DICE_SMOOTH)
     return DiceLoss(probs.shape[1], smooth=SQ_DICE_SMOOTH)(probs, labels)
 

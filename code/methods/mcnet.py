@@ -20,14 +20,14 @@ in upsampling; p_k = softmax of decoder k over the whole batch. One iteration:
 Tested on decoder 1 only (the first output).
 """
 from __future__ import annotations
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataclasses import dataclass
-
+from datasets import DiceForm
 from methods.base import RunConfig
 from methods.common import Baseline, BaselineOptions
 from utils.losses import binary_dice_loss, logged_cross_entropy, one_hot, soft_dice_loss
@@ -130,7 +130,7 @@ class MCNet(Baseline):
 
     def supervised_dice(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One decoder's Dice of the labeled items: probs (L, C, *S), labels (L, *S)."""
-        if self.data.dice == "foreground":
+        if self.data.dice is DiceForm.FOREGROUND:
             return binary_dice_loss(probs[:, 1], labels == 1)
         return mcnet2d_dice_loss(probs, labels, self.dice)
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets import DatasetDescription, get_dataset
+from datasets import DatasetDescription, DiceForm, get_dataset
 from methods.base import DERIVED, Method, RunConfig, options_from_flags
 from networks.net_factory import net_factory
 from utils.losses import binary_dice_loss, logged_cross_entropy, DiceLoss
@@ -115,10 +115,10 @@ class SSNet(Method):
                                      if ramp_after_increment is None else ramp_after_increment)
         self.vat = None if lds == "none" else VATLoss(
             xi=xi, epsilon=data.magnitude if magnitude is None else magnitude, ip=1,
-            distance=data.vat_distance if lds == "dice" else "kl")
+            distance=data.vat_distance.value if lds == "dice" else "kl")
         self.memory_weighting = memory_weighting
         self.memory = PrototypeMemory(num_classes, per_class=32, keep=prototype_keep)
-        self.multiclass_dice = DiceLoss(num_classes) if data.dice == "classes" else None
+        self.multiclass_dice = DiceLoss(num_classes) if data.dice is DiceForm.CLASSES else None
         #: draw the VAT noise in :meth:`prepare_step`, before the step's forward passes are queued:
         #: the same draw in the same order of the CPU generator wherever the forward draws nothing
         #: from it, i.e. on CUDA (dropout masks come from the CUDA generator), the default there

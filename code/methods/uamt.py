@@ -25,13 +25,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from dataclasses import dataclass
 
 from methods.base import RunConfig
 from methods.common import Baseline, BaselineOptions, sq_dice_loss
