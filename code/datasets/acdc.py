@@ -34,10 +34,16 @@ DESCRIPTION = DatasetDescription(
     vat_distance=VatDistance.CLASS_DICE, dice=DiceForm.CLASSES,
     methods=method_table(
         {"ssnet": "unet", "uamt": "unet", "sassnet": "unet_sdf", "dtc": "unet_sdf", "urpc": "unet_urpc",
-         "mcnet": "mcnet2d_v1"},
+         "mcnet": "mcnet2d_v1", "bcp": "unet"},
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 0.1, "urpc": 0.1, "mcnet": 0.1}, rampup=200.0,
         # the released 2D script computes SS-Net's w(t) from the iteration count before the increment
-        options={"ssnet": {"ramp_after_increment": False}, "mcnet": {"seg_weight": 1.0}}),
+        options={"ssnet": {"ramp_after_increment": False}, "mcnet": {"seg_weight": 1.0},
+                 # BCP's ACDC_BCP_train.py: batch-pooled squared Dice, EMA of the whole state_dict, constant
+                 # learning rate, self-train continues the best pre-train optimiser, batch 24 = 12 + 12
+                 "bcp": {"loss": "acdc", "pretrain_iterations": 10000, "ema_buffers": True,
+                         "self_train_lr_steps": False, "keep_pretrain_optimizer": True,
+                         "run_defaults": {"batch_size": 24, "labeled_bs": 12, "max_iterations": 30000,
+                                          "val_start": 200}}}),
     # released test: no largest-component step, test.list names sorted, NIfTI spacing (1, 1, 10)
     procedure=SliceWise(nms=False, sorted_cases=True, nii_spacing=(1.0, 1.0, 10.0)),
     # the released validation DataLoader's iterator draws one torch seed per validation

@@ -30,10 +30,16 @@ DESCRIPTION = DatasetDescription(
     consistency=1.0, consistency_rampup=40.0, magnitude=10.0, vat_distance=VatDistance.DICE, dice=DiceForm.FOREGROUND,
     methods=method_table(
         {"ssnet": "VNet", "uamt": "VNet", "sassnet": "vnet_sdf", "dtc": "vnet_sdf", "urpc": "unet_3D_dv_semi",
-         "mcnet": "mcnet3d_v1"},
+         "mcnet": "mcnet3d_v1", "bcp": "VNet"},
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 1.0, "urpc": 0.1, "mcnet": 1.0}, rampup=40.0,
         # the released 3D script computes SS-Net's w(t) from the iteration count after the increment
-        options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5}}),
+        options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5},
+                 # BCP's LA_BCP_train.py: per-sample Dice losses, EMA of the parameters, x0.1 every 2500
+                 # self-train iterations, a fresh optimiser for self-train, batch 8 = 4 + 4
+                 "bcp": {"loss": "la", "pretrain_iterations": 2000, "ema_buffers": False,
+                         "self_train_lr_steps": True, "keep_pretrain_optimizer": False,
+                         "run_defaults": {"batch_size": 8, "labeled_bs": 4, "max_iterations": 15000,
+                                          "val_start": 200}}}),
     procedure=SlidingWindow(stride_xy=18, stride_z=4, nms=True),  # released test: largest component
     select="test", val_start=2000, val_num=8, holdout_from_train=True,
     mismatch_hints={

@@ -20,10 +20,12 @@ __all__ = ["RUN_FILES", "RUN_FOLDERS", "RESUME_FREE_FLAGS", "run_files", "check_
            "refuse_existing_run", "open_snapshot", "changed_flags", "check_resume_flags"]
 
 #: files a training run writes into its snapshot folder (the checkpoints make it "a run")
-CHECKPOINT_PATTERNS = ("last.pth", "*_best_model.pth", "*_last_model.pth", "iter_*.pth")
+CHECKPOINT_PATTERNS = ("last.pth", "*_best_model.pth", "*_last_model.pth", "iter_*.pth", "best_optimizer.pth")
 RUN_FILES = CHECKPOINT_PATTERNS + ("*.pth.tmp", "config.json", "log.txt")
 #: folders a run (or testing it) writes there: tensorboard events, test results
-RUN_FOLDERS = ("log", "test", "test_last")
+RUN_FOLDERS = ("log", "test", "test_last", "pre_train")
+#: subfolders of earlier training stages (BCP's pre-train), which hold checkpoints of the same run
+STAGE_FOLDERS = ("pre_train",)
 
 #: flags that may differ on ``--resume``: they change neither the math nor the random streams
 #: (where the data are read from, how fast, how often to log or save, where the run runs).
@@ -40,8 +42,10 @@ def run_files(snapshot: str) -> list[str]:
     """The checkpoint files of a run in ``snapshot`` (empty if none or no folder)."""
     if not os.path.isdir(snapshot):
         return []
-    return sorted(f for f in os.listdir(snapshot)
-                  if any(fnmatch.fnmatch(f, p) for p in CHECKPOINT_PATTERNS))
+    found = sorted(f for f in os.listdir(snapshot) if any(fnmatch.fnmatch(f, p) for p in CHECKPOINT_PATTERNS))
+    for stage in STAGE_FOLDERS:
+        found += [f"{stage}/{f}" for f in run_files(os.path.join(snapshot, stage))]
+    return found
 
 
 def check_output_folder(model_root: str, snapshot: str) -> None:

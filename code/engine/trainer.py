@@ -234,7 +234,8 @@ class Trainer:
                  lr_at: Callable[[int], float], validate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None,
                  should_validate: Callable[[int], bool], image_fn: Callable[..., None] | None = None,
                  device: torch.device | None = None,
-                 validation_draws: Callable[[], Any] | None = None) -> None:
+                 validation_draws: Callable[[], Any] | None = None, iterations: int | None = None,
+                 save_best_optimizer: bool = False) -> None:
         from tensorboardX import SummaryWriter  # heavy import, only when training
 
         self.config, self.method, self.loader, self.snapshot = config, method, loader, snapshot
@@ -246,6 +247,10 @@ class Trainer:
         # before the optimiser: it holds the parameters
         self.speed = setup_speed(self.model, self.device, **config.speed())
         self.optimizer = make_optimizer(self.model, config.base_lr)
+        if method.optimizer_state is not None:  # a stage that continues the previous stage's optimiser
+            self.optimizer.load_state_dict(method.optimizer_state)
+        self.iterations = config.max_iterations if iterations is None else iterations
+        self.save_best_optimizer = save_best_optimizer
         self.writer = SummaryWriter(os.path.join(snapshot, "log"))
         self.iter_num = 0
         self.best = float("-inf")
@@ -304,6 +309,8 @@ class Trainer:
         weights = self._weights()
         save_checkpoint(weights, os.path.join(self.snapshot, f"iter_{self.iter_num}_dice_{round(score, 4)}.pth"))
         save_checkpoint(weights, os.path.join(self.snapshot, f"{name}_best_model.pth"))
+        if self.save_best_optimizer:
+            save_checkpoint(self.optimizer.state_dict(), os.path.join(self.snapshot, "best_optimizer.pth"))
         logger.info("iteration %d: new best %.4f, saved %s_best_model.pth", self.iter_num, score, name)
 
     def save_final(self) -> None:
@@ -399,15 +406,15 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.config
-        if self.iter_num >= cfg.max_iterations:  # --resume of a finished run
+        if self.iter_num >= self.iterations:  # --resume of a finished run
             self.restore_final_files()
         self.set_lr(self.lr_at(self.iter_num))
         pending: list[torch.Tensor] = []
-        bar = tqdm(total=cfg.max_iterations, initial=self.iter_num, ncols=100, desc="train",
+        bar = tqdm(total=self.iterations, initial=self.iter_num, ncols=100, desc="train",
                    disable=None, file=sys.stderr)
         t_start = time.time()
         loader_wait = 0.0
-        while self.iter_num < cfg.max_iterations:
+        while self.iter_num < self.iterations:
             t_wait = time.perf_counter()
             batch = next(self.stream)
             loader_wait += time.perf_counter() - t_wait
@@ -424,7 +431,7 @@ class Trainer:
             pending.append(torch.stack([log_value(out[k], self.device) for k in self.method.log_keys]))
             self.guard.watch(self.iter_num, out["loss"], pending[-1])
             n = self.iter_num
-            final = n == cfg.max_iterations
+            final = n == self.iterations
             if n % cfg.log_interval == 0 or final:
                 self.guard.check()
                 self.log(pending, bar)
@@ -454,7 +461,7 @@ class Trainer:
         the last iteration, nothing in the step draws from the CPU generators after
         :meth:`Method.prepare_step` (SS-Net on CUDA), and no validation draw (ACDC) comes at ``n``.
         The released loop draws the epoch's base seed after step ``n``; nothing draws in between."""
-        return (self.stream.exhausted and n < self.config.max_iterations and not self.method.step_uses_cpu_generator
+        return (self.stream.exhausted and n < self.iterations and not self.method.step_uses_cpu_generator
                 and not (self.validation_draws is not None and self.should_validate(n)))
 
     def log(self, pending: list[torch.Tensor], bar: Any) -> None:
@@ -478,7 +485,7 @@ def _intact(path: str) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def read_resume_state(path: str, config: TrainConfig) -> dict[str, Any]:
+def read_resume_state(path: str, config: TrainConfig, iterations: int | None = None) -> dict[str, Any]:
     """Read the ``last.pth`` at ``path`` for ``--resume`` (tensors and plain values only: a file
     that needs anything else is refused, so it cannot run code) and check that ``config``
     continues the same run.
@@ -493,7 +500,10 @@ def read_resume_state(path: str, config: TrainConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"--resume: no checkpoint at {path}; run without --resume to start, "
                                 "or check --exp/--labelnum/--model_root")
     state = load_training_state(path, LAST_KEYS)
-    check_resume_flags(state["config"], config.to_dict(), path, int(state["iter_num"]))
+    current = config.to_dict()
+    if iterations is not None:  # a stage's own length (BCP's pre-train)
+        current["max_iterations"] = iterations
+    check_resume_flags(state["config"], current, path, int(state["iter_num"]))
     return state
 
 

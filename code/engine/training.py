@@ -123,8 +123,14 @@ def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
     Raises:
         ValueError: naming the bad flag (the scripts print it as one line, exit status 1).
     """
-    flags = build_parser(d, description).parse_args(argv)
+    parser = build_parser(d, description)
+    flags = parser.parse_args(argv)
     method = get_method(flags.method)
+    d.method(flags.method)  # a ValueError naming the methods the dataset has
+    given = given_flags(parser, argv)
+    for name, value in method.run_defaults(d, flags).items():
+        if name not in given:  # the method's own default of a run flag, where the flag is not given
+            setattr(flags, name, value)
     args = TrainConfig.from_flags(flags, d.name, method.options_from_flags(flags),
                                   exp=flags.exp if flags.exp is not None else method.name,
                                   device=device_from_flags(flags.device, flags.gpu))
@@ -142,6 +148,18 @@ def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
             "released setting: cuDNN deterministic; those kernels add in varying order, so two runs differ in "
             "the last bits) or --device cpu (repeatable).")
     return args
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the flags given in ``argv`` (not those left at their defaults)."""
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a, _ in saved:
+            a.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for a, default in saved:
+            a.default = default
 
 
 def cuda_determinism_blockers(args: TrainConfig, d: DatasetDescription) -> list[str]:
@@ -228,9 +246,15 @@ def train(args: TrainConfig, d: DatasetDescription) -> dict[str, object]:
     check_item_counts(args, d, len(train_ids))
     snapshot = snapshot_dir(args.model_root, d.name, args.exp, args.labelnum, args.model)
     check_output_folder(args.model_root, snapshot)
-    resume_state = None
-    if args.resume:
-        resume_state = read_resume_state(os.path.join(snapshot, "last.pth"), args)
+    method_cls = get_method(args.method)
+    stages = method_cls.stages(args, d)
+    folders = [os.path.join(snapshot, s.folder) if s.folder else snapshot for s in stages]
+    resume_states: list[dict[str, Any] | None] = [None] * len(stages)
+    if args.resume:  # every stage that has a last.pth (the first must), read and checked now
+        for i, (stage, folder) in enumerate(zip(stages, folders)):
+            path = os.path.join(folder, "last.pth")
+            if i == 0 or os.path.isfile(path):
+                resume_states[i] = read_resume_state(path, args, stage.iterations)
     else:
         refuse_existing_run(snapshot, args.overwrite)
     device = setup_device(args.device, bool(args.keep_host_memory))
@@ -241,11 +265,12 @@ def train(args: TrainConfig, d: DatasetDescription) -> dict[str, object]:
         check_files([d.case_path(args.root_path, n) for n in names], d.num_classes, 3, progress=True,
                     desc=f"check {args.select} data")
     removed = open_snapshot(snapshot, clear=args.overwrite)
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
     setup_logging(snapshot)
     if removed:
         logger.warning("--overwrite: deleted the earlier run in %s (%s)", snapshot, ", ".join(removed))
     seed_everything(args.seed, int(args.deterministic))
-    method = get_method(args.method).from_config(args, d, d.num_classes, device)
     validate = None
     if names:
         logger.info("model selection on %d %s volumes%s", len(names), args.select,
@@ -253,23 +278,37 @@ def train(args: TrainConfig, d: DatasetDescription) -> dict[str, object]:
         validate = procedure(d).make(args, d, names)
     image_fn = procedure(d).image_fn
     lr_step = args.lr_step if d.lr_step is not None else None  # the flag exists where the schedule steps
-    trainer = Trainer(
-        args, method, loader, snapshot,
-        lr_at=(lambda n: args.base_lr * 0.1 ** (n // lr_step)) if lr_step else (lambda n: args.base_lr),
-        validate=validate,
-        should_validate=lambda n: n >= args.val_start and n % args.val_interval == 0,
-        # The released 2D script validates through DataLoader(db_val, batch_size=1, num_workers=1): creating
-        # that iterator takes one base seed from the global torch generator. We read the volumes directly
-        # (faster) but make the same draw where the released loop makes it (also with --select last), so the
-        # dropout masks and VAT noise after each validation are the released run's.
-        validation_draws=draw_loader_base_seed if d.validation_draws else None,
-        image_fn=lambda w, img, lab, probs, n: image_fn(w, img, lab, probs, n, args.labeled_bs),
-        device=device)
-    if resume_state is not None:
-        trainer.load_last(resume_state)
-        del resume_state
-    write_config(args, snapshot, device)
-    return trainer.train()
+    summary: dict[str, object] = {}
+    previous: str | None = None
+    for i, (stage, folder, state) in enumerate(zip(stages, folders, resume_states)):
+        if len(stages) > 1:
+            logger.info("stage %d of %d: %s, %d iterations, in %s", i + 1, len(stages), stage.name,
+                        stage.iterations, folder)
+        if i > 0:  # a new loader for each stage, as the released two-stage scripts make
+            loader, _ = build_loader(args, d, len(train_ids))
+        method = method_cls.for_stage(args, d, d.num_classes, device, stage, previous)
+        step = lr_step if stage.lr_steps else None
+        trainer = Trainer(
+            args, method, loader, folder,
+            lr_at=(lambda n, k=step: args.base_lr * 0.1 ** (n // k)) if step else (lambda n: args.base_lr),
+            validate=validate,
+            should_validate=lambda n: n >= args.val_start and n % args.val_interval == 0,
+            # The released 2D script validates through DataLoader(db_val, batch_size=1, num_workers=1): creating
+            # that iterator takes one base seed from the global torch generator. We read the volumes directly
+            # (faster) but make the same draw where the released loop makes it (also with --select last), so the
+            # dropout masks and VAT noise after each validation are the released run's.
+            validation_draws=draw_loader_base_seed if d.validation_draws else None,
+            image_fn=lambda w, img, lab, probs, n: image_fn(w, img, lab, probs, n, args.labeled_bs),
+            device=device, iterations=stage.iterations,
+            save_best_optimizer=method_cls.saves_best_optimizer(d, stage))
+        if state is not None:
+            trainer.load_last(state)
+            resume_states[i] = None
+        if i == 0:
+            write_config(args, snapshot, device)
+        summary = trainer.train()
+        previous = folder
+    return summary
 
 
 def script_functions(d: DatasetDescription, doc: str | None) -> tuple[Callable[..., TrainConfig],

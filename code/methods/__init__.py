@@ -29,6 +29,7 @@ METHODS = {
     "dtc": "methods.dtc:DTC",
     "urpc": "methods.urpc:URPC",
     "mcnet": "methods.mcnet:MCNet",
+    "bcp": "methods.bcp:BCP",
 }
 
 

@@ -76,6 +76,25 @@ class NoOptions:
     """The options of a method without flags of its own."""
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a method (most have one; BCP pre-trains, then self-trains).
+
+    Attributes:
+        name: e.g. ``"train"``, ``"pre_train"``.
+        folder: its subfolder of the snapshot folder (``""``: the snapshot folder itself, where
+            the final stage writes the checkpoints the test scripts read).
+        iterations: how many iterations it runs.
+        lr_steps: the learning rate x0.1 every ``--lr_step`` iterations of the stage (where the
+            dataset's schedule steps); False: constant.
+    """
+
+    name: str
+    folder: str
+    iterations: int
+    lr_steps: bool = True
+
+
 class RunConfig(Protocol):
     """What a method reads of the run's settings (the engine's ``TrainConfig`` has these fields)."""
 
@@ -117,6 +136,33 @@ class Method(abc.ABC):
 
     #: the frozen dataclass of this method's own flags (fields named as the flags)
     Options: type = NoOptions
+    #: a state for the trainer's optimiser to start from (None: a fresh SGD)
+    optimizer_state: dict[str, Any] | None = None
+
+    @classmethod
+    def run_defaults(cls, dataset: DatasetDescription, flags: argparse.Namespace) -> dict[str, Any]:
+        """Defaults of the run's flags (``--batch_size``, ``--max_iterations``, ...) that this
+        method's public code sets otherwise than SS-Net's, used where the flag is not given
+        (none by default)."""
+        return {}
+
+    @classmethod
+    def stages(cls, config: RunConfig, dataset: DatasetDescription) -> tuple[Stage, ...]:
+        """The training stages, in order (one by default: ``--max_iterations`` in the snapshot folder)."""
+        return (Stage("train", "", config.max_iterations),)
+
+    @classmethod
+    def for_stage(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
+                  device: torch.device, stage: Stage, previous: str | None) -> Method:
+        """The method of ``stage`` (``previous``: the folder of the stage before it, whose
+        checkpoints it may start from); :meth:`from_config` by default."""
+        return cls.from_config(config, dataset, num_classes, device)
+
+    @classmethod
+    def saves_best_optimizer(cls, dataset: DatasetDescription, stage: Stage) -> bool:
+        """Whether ``stage`` also keeps the optimiser state of its best validation
+        (``best_optimizer.pth``) for the next stage (no by default)."""
+        return False
 
     @classmethod
     def options_from_flags(cls, flags: argparse.Namespace) -> Any:
