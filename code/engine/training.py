@@ -27,9 +27,10 @@ from torch.utils.data import BatchSampler, SubsetRandomSampler
 
 from datasets import DatasetDescription, SliceWise, SlidingWindow
 from dataloaders.h5io import check_files
-from dataloaders.sampler import TwoStreamBatchSampler, draw_loader_base_seed, seed_everything
+from dataloaders.sampler import draw_loader_base_seed, seed_everything
 from dataloaders.splits import read_list
 from methods import get_method
+from methods.base import Stage
 from networks.net_factory import cuda_nondeterministic_ops
 from engine.inference import validate_acdc_volumes, validate_la_cases
 from engine.run import device_from_flags, setup_logging, snapshot_dir
@@ -150,6 +151,17 @@ def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
     return args
 
 
+def learning_rate(base_lr: float, stage: Stage, lr_step: int | None) -> Callable[[int], float]:
+    """The learning rate after ``n`` iterations of ``stage``: ``base * (1 - n / N) ** power``
+    (``stage.lr_poly``, N its iterations), ``base * 0.1 ** (n // lr_step)`` (``stage.lr_steps`` where
+    the dataset's schedule steps) or constant."""
+    if stage.lr_poly is not None:
+        return lambda n: base_lr * (1.0 - n / stage.iterations) ** stage.lr_poly
+    if stage.lr_steps and lr_step:
+        return lambda n: base_lr * 0.1 ** (n // lr_step)
+    return lambda n: base_lr
+
+
 def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
     """The destinations of the flags given in ``argv`` (not those left at their defaults)."""
     saved = [(a, a.default) for a in parser._actions]
@@ -199,7 +211,8 @@ def build_loader(args: TrainConfig, d: DatasetDescription,
     """The two-stream loader (labeled-only with ``--supervised_only``) over the training items:
     the first ``labeled_items(root, --labelnum)`` are labeled, the rest (less those held out for
     ``--select val``) unlabeled. Returns the loader and the held-out item indices."""
-    db = d.train_dataset(args.root_path, args.patch_size, bool(args.cache_data))
+    method = get_method(args.method)
+    db = method.train_dataset(d, args.root_path, args.patch_size, bool(args.cache_data))
     db.preload(progress=True)  # with --cache_data 1: decoded once, before any worker starts
     total = len(db)
     if n_train is not None and n_train != total:
@@ -218,8 +231,7 @@ def build_loader(args: TrainConfig, d: DatasetDescription,
             raise ValueError(f"--supervised_only: {n_labeled} labeled {d.item} < --batch_size {args.batch_size}")
         sampler = BatchSampler(SubsetRandomSampler(labeled), args.batch_size, drop_last=True)
     else:
-        sampler = TwoStreamBatchSampler(labeled, list(range(n_labeled, usable)), args.batch_size,
-                                        args.batch_size - args.labeled_bs)
+        sampler = method.batch_sampler(labeled, list(range(n_labeled, usable)), args.batch_size, args.labeled_bs)
     return make_train_loader(args.loader, db, sampler, args.num_workers, args.seed, args.device), held_out
 
 
@@ -287,10 +299,8 @@ def train(args: TrainConfig, d: DatasetDescription) -> dict[str, object]:
         if i > 0:  # a new loader for each stage, as the released two-stage scripts make
             loader, _ = build_loader(args, d, len(train_ids))
         method = method_cls.for_stage(args, d, d.num_classes, device, stage, previous)
-        step = lr_step if stage.lr_steps else None
         trainer = Trainer(
-            args, method, loader, folder,
-            lr_at=(lambda n, k=step: args.base_lr * 0.1 ** (n // k)) if step else (lambda n: args.base_lr),
+            args, method, loader, folder, lr_at=learning_rate(args.base_lr, stage, lr_step),
             validate=validate,
             should_validate=lambda n: n >= args.val_start and n % args.val_interval == 0,
             # The released 2D script validates through DataLoader(db_val, batch_size=1, num_workers=1): creating

@@ -87,12 +87,15 @@ class Stage:
         iterations: how many iterations it runs.
         lr_steps: the learning rate x0.1 every ``--lr_step`` iterations of the stage (where the
             dataset's schedule steps); False: constant.
+        lr_poly: a power p: the learning rate is ``base * (1 - n / iterations) ** p`` after n
+            iterations instead (AD-MT's poly schedule).
     """
 
     name: str
     folder: str
     iterations: int
     lr_steps: bool = True
+    lr_poly: float | None = None
 
 
 class RunConfig(Protocol):
@@ -145,6 +148,20 @@ class Method(abc.ABC):
         method's public code sets otherwise than SS-Net's, used where the flag is not given
         (none by default)."""
         return {}
+
+    @classmethod
+    def train_dataset(cls, dataset: DatasetDescription, root: str, patch_size: tuple[int, ...], cache: bool) -> Any:
+        """The training loader's dataset (the description's, with its released augmentation, by
+        default; a method that needs other views of each item returns its own)."""
+        return dataset.train_dataset(root, patch_size, cache)
+
+    @classmethod
+    def batch_sampler(cls, labeled: list[int], unlabeled: list[int], batch_size: int, labeled_bs: int) -> Any:
+        """The training batches' indices: ``labeled_bs`` labeled then ``batch_size - labeled_bs``
+        unlabeled items, an epoch being one pass over the labeled ones (the released two-stream
+        sampler) by default."""
+        from dataloaders.sampler import TwoStreamBatchSampler
+        return TwoStreamBatchSampler(labeled, unlabeled, batch_size, batch_size - labeled_bs)
 
     @classmethod
     def stages(cls, config: RunConfig, dataset: DatasetDescription) -> tuple[Stage, ...]:
