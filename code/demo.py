@@ -3,6 +3,7 @@
     python code/demo.py            # one seed (about 6 minutes on 2 CPU cores), beside the stored K = 5 run
     python code/demo.py --seeds 5  # the pre-registered K = 5 experiment of the README
     python code/demo.py --quick    # the same pipeline in under a minute (tests)
+    python code/demo.py --methods bcp,admt --seeds 5   # SS-Net's successors under the same rules (README)
 
 It writes a small synthetic ACDC-like dataset with the repository's generator
 (``dataloaders/synthetic.py``), trains the supervised-only U-Net and SS-Net
@@ -31,7 +32,12 @@ import time
 from engine.run import REPO_ROOT as ROOT
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
-RUNS = (("supervised", "Supervised", ["--supervised_only"]), ("ssnet", "SSNet", []))
+#: --methods name -> (--exp, display name)
+METHODS = {"supervised": ("Supervised", "U-Net (supervised only)"), "ssnet": ("SSNet", "SS-Net"),
+           "bcp": ("BCP", "BCP"), "admt": ("ADMT", "AD-MT")}
+#: the paper's ACDC iterations; the demo's budget divides every released count of iterations by
+#: 30000 / its iterations (SS-Net's ramp, BCP's pre-train, AD-MT's ramp and switch period)
+PAPER_ITERATIONS = 30000
 #: --seeds K runs the first K of these (pre-registered in the README before the K = 5 run)
 SEEDS = (1337, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 #: the VAT perturbation keeps the paper's per-pixel RMS at the demo's slice size (6 at 256x256 -> 1.5 at 64x64)
@@ -48,7 +54,25 @@ def budget(args: argparse.Namespace) -> dict[str, int]:
     return dict(patients=100, iterations=1200, patch=64, batch=8, labeled_bs=4, labelnum=3, hw=(80, 140))
 
 
-def train_and_test(name: str, exp: str, extra: list[str], data: str, models: str, b: dict[str, int],
+def method_flags(name: str, n: int, b: dict[str, int]) -> list[str]:
+    """A method's own flags at the demo's budget of ``n`` iterations: each released count of
+    iterations scaled by ``n / 30000``, as SS-Net's ramp is (README, the demo's rules)."""
+    scale = n / PAPER_ITERATIONS
+    if name == "supervised":
+        # the same labeled slices per iteration as SS-Net's labeled half, and nothing else
+        return ["--supervised_only", "--batch_size", str(b["labeled_bs"]), "--labeled_bs", str(b["labeled_bs"]),
+                "--consistency_rampup", str(max(n / 150.0, 1.0)), "--magnitude_scaling", MAGNITUDE_SCALING]
+    if name == "ssnet":
+        # the paper ramps over its whole run (200 x 150 = 30000 iterations): scale to this run
+        return ["--consistency_rampup", str(max(n / 150.0, 1.0)), "--magnitude_scaling", MAGNITUDE_SCALING]
+    if name == "bcp":  # pre-train 10000 -> 400 at 1200 iterations; self-train the run's n
+        return ["--method", "bcp", "--bcp_pretrain_iterations", str(max(round(10000 * scale), 1))]
+    if name == "admt":  # ramp R = 50 (x 150 iterations) and switch period P <= 50 iterations, scaled
+        return ["--method", "admt", "--admt_rampup", str(50 * scale), "--admt_period", str(max(round(50 * scale), 1))]
+    raise ValueError(f"--methods: unknown method {name!r}; one of {', '.join(METHODS)}")
+
+
+def train_and_test(name: str, data: str, models: str, b: dict[str, int],
                    seed: int, device: str) -> tuple[dict[str, float], list[float]]:
     """Train and test one method; returns its mean metrics and the per-volume Dice
     (mean over RV, Myo, LV) in test.list order."""
@@ -56,27 +80,26 @@ def train_and_test(name: str, exp: str, extra: list[str], data: str, models: str
     import train_acdc
 
     n = b["iterations"]
+    exp = METHODS[name][0]
     flags = ["--root_path", data, "--model_root", models, "--exp", exp, "--labelnum", str(b["labelnum"]),
              "--max_iterations", str(n), "--batch_size", str(b["batch"]), "--labeled_bs", str(b["labeled_bs"]),
              "--patch_size", str(b["patch"]), str(b["patch"]), "--seed", str(seed), "--device", device,
-             # the paper ramps over its whole run (200 x 150 = 30000 iterations): scale to this run
-             "--consistency_rampup", str(max(n / 150.0, 1.0)), "--magnitude_scaling", MAGNITUDE_SCALING,
              "--num_workers", "0", "--val_start", str(max(n // 6, 1)), "--val_interval", str(max(n // 6, 1)),
              "--log_interval", str(max(n // 12, 1)), "--save_interval", str(n), "--image_interval", str(n)]
-    if name == "supervised":
-        # the same labeled slices per iteration as SS-Net's labeled half, and nothing else
-        extra = extra + ["--batch_size", str(b["labeled_bs"]), "--labeled_bs", str(b["labeled_bs"])]
+    extra = method_flags(name, n, b)
     logging.info("training %s (%d iterations)", name, n)
     train_acdc.main(flags + extra)
-    result = test_acdc.main(["--root_path", data, "--model_root", models, "--exp", exp,
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "ssnet"
+    result = test_acdc.main(["--root_path", data, "--model_root", models, "--exp", exp, "--method", method,
                              "--labelnum", str(b["labelnum"]), "--device", device, "--save_nii", "0",
                              "--detail", "0", "--patch_size", str(b["patch"]), str(b["patch"])])
     from engine.evaluation import per_case_dice
     return {m: float(result["mean"][m]) for m in METRICS}, list(per_case_dice(result["per_case"]).values())
 
 
-def examples(data: str, models: str, b: dict[str, int], out_png: str, device: str) -> None:
-    """Image | ground truth | supervised | SS-Net for the middle slice of a few test volumes."""
+def examples(data: str, models: str, b: dict[str, int], out_png: str, device: str,
+             methods: tuple[str, ...] = ("supervised", "ssnet")) -> None:
+    """Image | ground truth | each method, for the middle slice of a few test volumes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -84,27 +107,30 @@ def examples(data: str, models: str, b: dict[str, int], out_png: str, device: st
 
     from dataloaders.h5io import load_h5
     from dataloaders.splits import read_list
-    from networks.net_factory import net_factory
+    from methods import build_test_model
     from engine.checkpoints import load_weights
     from engine.run import snapshot_dir
     from engine.inference import test_single_volume_2d
 
     nets = {}
-    for name, exp, _ in RUNS:
-        net = net_factory("unet", 1, 4, "test", device)
-        load_weights(net, os.path.join(snapshot_dir(models, "ACDC", exp, b["labelnum"], "unet"), "unet_best_model.pth"),
-                     device)
+    for name in methods:
+        key = "ssnet" if name == "supervised" else name
+        net = build_test_model(key, "ACDC", 4, device)
+        load_weights(net, os.path.join(snapshot_dir(models, "ACDC", METHODS[name][0], b["labelnum"], "unet"),
+                                       "unet_best_model.pth"), device)
         nets[name] = net.eval()
     names = read_list(os.path.join(data, "test.list"))[:4]
-    fig, axes = plt.subplots(len(names), 4, figsize=(8, 2.1 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 2 + len(methods), figsize=(2 * (2 + len(methods)), 2.1 * len(names)),
+                             squeeze=False)
     for row, case in zip(axes, names):
         vol = load_h5(os.path.join(data, "data", f"{case}.h5"))
         z = vol["image"].shape[0] // 2
         panels = [vol["image"][z], vol["label"][z]]
-        for name in ("supervised", "ssnet"):
+        for name in methods:
             pred = test_single_volume_2d(nets[name], vol["image"][z:z + 1], 4, (b["patch"], b["patch"]))
             panels.append(pred[0])
-        for ax, img, title in zip(row, panels, ("image", "ground truth", "supervised", "SS-Net")):
+        titles = ("image", "ground truth") + tuple(METHODS[m][1] for m in methods)
+        for ax, img, title in zip(row, panels, titles):
             if title == "image":
                 ax.imshow(img, cmap="gray")
             else:
@@ -131,9 +157,9 @@ def run_seed(args: argparse.Namespace, b: dict[str, int], seed: int, out: str) -
     make_acdc(data, patients=b["patients"], seed=seed, hw_range=b["hw"], progress=True)
     results: dict[str, object] = {}
     per_case: dict[str, list[float]] = {}
-    for name, exp, extra in RUNS:
-        results[name], per_case[name] = train_and_test(name, exp, extra, data, models, b, seed, args.device)
-    examples(data, models, b, os.path.join(out, "examples.png"), args.device)
+    for name in args.methods:
+        results[name], per_case[name] = train_and_test(name, data, models, b, seed, args.device)
+    examples(data, models, b, os.path.join(out, "examples.png"), args.device, tuple(args.methods))
     labeled = patients_in_order(read_list(os.path.join(data, "train_slices.list")))[:b["labelnum"]]
     results.update(labeled_patients=b["labelnum"],
                    labeled_groups={p: acdc_group(int(p[len("patient"):]), b["patients"]) for p in labeled},
@@ -148,22 +174,54 @@ def run_seed(args: argparse.Namespace, b: dict[str, int], seed: int, out: str) -
     return results
 
 
-def aggregate(runs: list[dict[str, object]]) -> dict[str, object]:
-    """Mean +- sd over seeds per method and metric; SS-Net minus supervised mean Dice per
-    seed with its t-interval over seeds; Wilcoxon p over the per-volume Dice pairs of all seeds."""
+def stored_ssnet_dice(seeds: list[int], b: dict[str, object] | None) -> list[float] | None:
+    """SS-Net's mean Dice per seed in the stored five-seed run (docs/demo_seeds.json, ``per_seed_dice``),
+    for ``seeds`` at the budget ``b``; None where the stored run lacks a seed or had another budget."""
+    if not os.path.isfile(STORED) or b is None:
+        return None
+    with open(STORED) as f:
+        stored = json.load(f)
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in b.items()}
+    if stored.get("budget") != plain:
+        return None
+    table = dict(zip(stored["seeds"], stored.get("per_seed_dice", {}).get("ssnet", [])))
+    return [table[s] for s in seeds] if all(s in table for s in seeds) else None
+
+
+def aggregate(runs: list[dict[str, object]], b: dict[str, object] | None = None) -> dict[str, object]:
+    """Mean +- sd over seeds per method and metric; SS-Net minus supervised mean Dice per seed
+    with its t-interval over seeds and the Wilcoxon p over the per-volume Dice pairs of all seeds;
+    SS-Net minus each successor (BCP, AD-MT) per seed with its t-interval (SS-Net of this run, or of
+    the stored five-seed run when this run did not train it)."""
     from utils.statistics import mean_sd, t_interval, wilcoxon_p
 
-    out: dict[str, object] = {"seeds": [r["seed"] for r in runs], "k": len(runs)}
-    for name, _, _ in RUNS:
+    names = [m for m in METHODS if m in runs[0]]
+    seeds = [r["seed"] for r in runs]
+    out: dict[str, object] = {"seeds": seeds, "k": len(runs), "methods": names}
+    for name in names:
         out[name] = {m: dict(zip(("mean", "sd", "n"), mean_sd([r[name][m] for r in runs]))) for m in METRICS}
-    diffs = [r["ssnet"]["dice"] - r["supervised"]["dice"] for r in runs]
-    mean, low, high = t_interval(diffs)
-    a = [v for r in runs for v in r["per_case_dice"]["ssnet"]]
-    c = [v for r in runs for v in r["per_case_dice"]["supervised"]]
-    out["dice_difference"] = {"per_seed": diffs, "mean": mean, "ci95": [low, high],
-                              "interval": "Student t over seeds (df K-1)",
-                              "wilcoxon_p": wilcoxon_p(a, c), "pairs": len(a),
-                              "wilcoxon_over": "per-volume Dice (mean of RV, Myo, LV), all seeds pooled"}
+    pairs = [("ssnet", "supervised", "dice_difference")] + [("ssnet", m, f"ssnet_minus_{m}") for m in names
+                                                            if m not in ("ssnet", "supervised")]
+    for a_name, b_name, key in pairs:
+        if b_name not in names:
+            continue
+        a_dice, source = None, "this run"
+        if a_name in names:
+            a_dice = [r[a_name]["dice"] for r in runs]
+        else:
+            a_dice, source = stored_ssnet_dice(seeds, b), "the stored five-seed run (docs/demo_seeds.json)"
+        if a_dice is None:
+            continue
+        diffs = [x - r[b_name]["dice"] for x, r in zip(a_dice, runs)]
+        mean, low, high = t_interval(diffs)
+        entry = {"per_seed": diffs, "mean": mean, "ci95": [low, high], "interval": "Student t over seeds (df K-1)",
+                 "minuend": METHODS[a_name][1], "subtrahend": METHODS[b_name][1], "ssnet_from": source}
+        if a_name in names:
+            a = [v for r in runs for v in r["per_case_dice"][a_name]]
+            c = [v for r in runs for v in r["per_case_dice"][b_name]]
+            entry.update(wilcoxon_p=wilcoxon_p(a, c), pairs=len(a),
+                         wilcoxon_over="per-volume Dice (mean of RV, Myo, LV), all seeds pooled")
+        out[key] = entry
     return out
 
 
@@ -175,16 +233,24 @@ def report(agg: dict[str, object]) -> list[str]:
     """Markdown lines for a K-seed result."""
     lines = [f"K = {agg['k']} seeds ({', '.join(map(str, agg['seeds']))}); mean +- sd over seeds:\n",
              "| Method | Dice (%) | Jaccard (%) | 95HD (voxel) | ASD (voxel) |", "|---|---|---|---|---|"]
-    for name, label in (("supervised", "U-Net (supervised only)"), ("ssnet", "SS-Net")):
+    for name in agg.get("methods", ["supervised", "ssnet"]):
         r = agg[name]
         cells = [f"{pct(r[m]['mean'])} +- {pct(r[m]['sd'])}" if m in ("dice", "jaccard")
                  else f"{r[m]['mean']:.2f} +- {r[m]['sd']:.2f}" for m in METRICS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    d = agg["dice_difference"]
-    lines.append(f"\nSS-Net minus supervised, mean Dice: {100 * d['mean']:+.2f} points, 95 % CI "
-                 f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] ({d['interval']}); per seed "
-                 + ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"])
-                 + f"; Wilcoxon signed-rank p = {d['wilcoxon_p']:.3g} over {d['pairs']} {d['wilcoxon_over']}.")
+        lines.append(f"| {METHODS[name][1]} | " + " | ".join(cells) + " |")
+    for key in ["dice_difference"] + [k for k in agg if k.startswith("ssnet_minus_")]:
+        if key not in agg:
+            continue
+        d = agg[key]
+        first, second = d.get("minuend", "SS-Net"), d.get("subtrahend", "supervised")
+        line = (f"\n{first} minus {second}, mean Dice: {100 * d['mean']:+.2f} points, 95 % CI "
+                f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] ({d['interval']}); per seed "
+                + ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"]))
+        if "wilcoxon_p" in d:
+            line += f"; Wilcoxon signed-rank p = {d['wilcoxon_p']:.3g} over {d['pairs']} {d['wilcoxon_over']}."
+        else:
+            line += f" ({first} from {d['ssnet_from']})."
+        lines.append(line)
     return lines
 
 
@@ -192,13 +258,14 @@ def single_table(results: dict[str, object], b: dict[str, int]) -> list[str]:
     groups = ", ".join(f"{p} {g}" for p, g in results["labeled_groups"].items())
     lines = [f"\nSynthetic ACDC-like data (seed {results['seed']}): {results['labeled_patients']} labeled "
              f"({groups}) of {results['train_patients']} training patients, {results['test_volumes']} test "
-             f"volumes; {b['iterations']} iterations, {b['patch']}x{b['patch']} slices, SS-Net batch {b['batch']} "
+             f"volumes; {b['iterations']} iterations, {b['patch']}x{b['patch']} slices, batch {b['batch']} "
              f"({b['labeled_bs']} labeled), supervised batch {b['labeled_bs']} (labeled); VAT epsilon scaled "
              f"to the slice size ({MAGNITUDE_SCALING}); mean over classes RV/Myo/LV.\n",
              "| Method | Dice (%) | Jaccard (%) | 95HD (voxel) | ASD (voxel) |", "|---|---|---|---|---|"]
-    for name, label in (("supervised", "U-Net (supervised only)"), ("ssnet", "SS-Net")):
+    for name in (m for m in METHODS if m in results):
         r = results[name]
-        lines.append(f"| {label} | {pct(r['dice'])} | {pct(r['jaccard'])} | {r['hd95']:.2f} | {r['asd']:.2f} |")
+        lines.append(f"| {METHODS[name][1]} | {pct(r['dice'])} | {pct(r['jaccard'])} | {r['hd95']:.2f} | "
+                     f"{r['asd']:.2f} |")
     return lines
 
 
@@ -228,7 +295,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="tiny budget: the pipeline in under a minute")
     g.add_argument("--long", action="store_true", help="twice the iterations of the default")
+    p.add_argument("--methods", type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+                   default=["supervised", "ssnet"],
+                   help="comma-separated methods to train and test on each seed's data: supervised, ssnet, bcp, "
+                        "admt (each released count of iterations scaled as SS-Net's ramp is; README)")
     args = p.parse_args(argv)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        p.error(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
     if args.seeds is not None and not 1 <= args.seeds <= len(SEEDS):
         p.error(f"--seeds must be in 1..{len(SEEDS)}, got {args.seeds}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -241,12 +315,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                      f"picture: {os.path.join(args.out, 'examples.png')}")
         lines.append("One seed is an anecdote: the comparison changes with --seed (each seed draws new data "
                      "and labeled patients).")
-        if not args.quick:
+        if not args.quick and "ssnet" in results and "supervised" in results:
             lines += stored_comparison(results)
         print("\n".join(lines))
         return results
     runs = [run_seed(args, b, s, os.path.join(args.out, f"seed{s}")) for s in SEEDS[:args.seeds]]
-    agg = aggregate(runs)
+    agg = aggregate(runs, b)
     agg.update(budget={k: list(v) if isinstance(v, tuple) else v for k, v in b.items()},
                magnitude_scaling=MAGNITUDE_SCALING, seconds=round(time.time() - t0, 1),
                per_seed_seconds=[r["seconds"] for r in runs])
