@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 import demo
 
 
@@ -38,3 +40,20 @@ def test_quick_demo_with_two_seeds_reports_the_paired_difference(tmp_path):
     assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]  # t-interval over 2 seeds
     assert 0.0 <= d["wilcoxon_p"] <= 1.0 and d["pairs"] == 2 * run["test_volumes"]
     assert saved["supervised"]["dice"]["n"] == 2 and agg["k"] == 2
+
+
+def test_successors_are_compared_with_the_stored_ssnet_seeds_at_its_budget():
+    """--methods bcp at the stored run's budget: SS-Net minus BCP per seed uses the stored SS-Net
+    Dice; at another budget no stored value is used."""
+    import json
+
+    stored = json.load(open(demo.STORED))
+    b = dict(stored["budget"], hw=tuple(stored["budget"]["hw"]))
+    runs = [{"seed": s, "bcp": {"dice": 0.70 + i / 100, "jaccard": 0.6, "hd95": 9.0, "asd": 3.0},
+             "per_case_dice": {"bcp": [0.7]}} for i, s in enumerate(stored["seeds"])]
+    agg = demo.aggregate(runs, b)
+    want = [x - (0.70 + i / 100) for i, x in enumerate(stored["per_seed_dice"]["ssnet"])]
+    assert agg["ssnet_minus_bcp"]["per_seed"] == pytest.approx(want)
+    assert "stored" in agg["ssnet_minus_bcp"]["ssnet_from"] and "wilcoxon_p" not in agg["ssnet_minus_bcp"]
+    assert "ssnet_minus_bcp" not in demo.aggregate(runs, dict(b, iterations=12))
+    assert any("SS-Net minus BCP" in line for line in demo.report(agg))
