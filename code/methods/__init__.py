@@ -10,6 +10,10 @@ The baselines of Tables 1-2 (README "Baselines"): ``uamt`` (UA-MT), ``sassnet``
 (SASSNet), ``dtc`` (DTC), ``urpc`` (URPC), ``mcnet`` (MC-Net v1); each keeps
 the losses, weights and ramps of its public code under SS-Net's training
 setting (iterations, batch, optimiser, schedule, data, model selection).
+
+SS-Net's successors (README "Successors"): ``bcp`` (BCP, two stages), each with
+its own released batch, iterations and schedule as the defaults of the flags not
+given (``Method.run_defaults``, ``Method.stages``).
 """
 from __future__ import annotations
 import argparse
@@ -30,6 +34,7 @@ METHODS = {
     "urpc": "methods.urpc:URPC",
     "mcnet": "methods.mcnet:MCNet",
     "bcp": "methods.bcp:BCP",
+    "admt": "methods.admt:ADMT",
 }
 
 
