@@ -10,6 +10,15 @@ LeakyReLU, MaxPool and Dropout count 0. The SS-Net heads are used only by the
 training losses, so they add parameters but no MACs to a forward pass.
 Params are all trainable parameters (``sum(p.numel())``, the same as thop).
 The paper's numbers come from ``data/paper_tables.csv``.
+
+A second table counts SS-Net's successors (``train_*.sh --successors``; not in
+the paper, so no published column): BCP, the network ``--method bcp`` builds
+and tests (SS-Net's V-Net / U-Net, its heads built but unused: parameters, no
+MACs); AD-MT, the student V-Net / U-Net that is tested (training holds three
+such networks: the student and two EMA teachers). A method that
+``code/methods`` does not have yet (AD-MT until ``--method admt`` exists) is
+counted as the network its released code trains, the dataset's backbone
+without heads, and says so in its note.
 """
 from __future__ import annotations
 import argparse
@@ -61,6 +70,40 @@ TABLE_ROWS = {
 }
 
 
+#: SS-Net's successors per dataset: (method name, --method, backbone fallback while --method is missing, note)
+SUCCESSOR_ROWS = {
+    "LA": (("BCP", "bcp", "SS-Net's V-Net, heads built but unused (EMA teacher not counted)"),
+           ("AD-MT", "admt", "student V-Net; training holds 3 V-Nets (student + 2 EMA teachers), tested: student")),
+    "ACDC": (("BCP", "bcp", "SS-Net's U-Net, heads built but unused (EMA teacher not counted)"),
+             ("AD-MT", "admt", "student U-Net; training holds 3 U-Nets (student + 2 EMA teachers), tested: student")),
+}
+
+
+def successor_rows() -> list[Row]:
+    """The successors' tested networks: as ``methods.build_test_model`` builds them for their
+    ``--method``, or, for a method not in ``code/methods`` yet, the dataset's backbone without heads
+    (AD-MT's released student, docs/admt_spec.md section 2)."""
+    from methods import METHODS, build_test_model
+
+    def tested(method: str, dataset: str, classes: int) -> Callable[[], nn.Module]:
+        return lambda: build_test_model(method, dataset, classes, "cpu")
+
+    def backbone(name: str, classes: int) -> Callable[[], nn.Module]:
+        return lambda: net_factory(name, 1, classes, "test", "cpu", with_heads=False)
+
+    out = []
+    for dataset, table in SUCCESSOR_ROWS.items():
+        d = get_dataset(dataset)
+        for name, method, note in table:
+            if method in METHODS and method in d.methods:
+                build = tested(method, dataset, d.num_classes)
+            else:
+                build = backbone(d.method("ssnet").network, d.num_classes)
+                note += f" (--method {method} not in code/methods yet: counted as the backbone without heads)"
+            out.append(Row(dataset, name, build, (1, 1, *d.patch_size), note))
+    return out
+
+
 def rows() -> list[Row]:
     """The networks to count, in the paper's table order (the baselines as their methods build them),
     at the released patch of each dataset (batch 1)."""
@@ -108,10 +151,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str = "cp
     return float(macs)
 
 
-def table(device: str = "cpu", only: str | None = None) -> list[dict[str, object]]:
+def table(device: str = "cpu", only: str | None = None, successors: bool = False) -> list[dict[str, object]]:
+    """The paper's rows (or, with ``successors``, the successors' rows) counted on ``device``."""
     paper = paper_complexity()
     out = []
-    for r in rows():
+    for r in (successor_rows() if successors else rows()):
         if only and r.dataset != only:
             continue
         model = r.build()
@@ -128,6 +172,10 @@ def format_table(result: list[dict[str, object]]) -> str:
     lines = ["| Dataset | Method | Params (M) | paper | MACs (G) | paper | diff MACs | input | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result:
+        if r["paper_macs_G"] != r["paper_macs_G"]:  # not in the paper (the successors)
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['params_M']:.3f} | — | {r['macs_G']:.2f} | — | — | "
+                         f"{r['input']} | {r['note']} |")
+            continue
         diff = 100.0 * (r["macs_G"] - r["paper_macs_G"]) / r["paper_macs_G"]
         lines.append(f"| {r['dataset']} | {r['method']} | {r['params_M']:.3f} | {r['paper_params_M']:.2f} | "
                      f"{r['macs_G']:.2f} | {r['paper_macs_G']:.2f} | {diff:+.2f}% | {r['input']} | {r['note']} |")
@@ -138,10 +186,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="device to count on (MACs do not depend on it)")
     parser.add_argument("--dataset", choices=["LA", "ACDC"], default=None, help="only this table's rows")
+    parser.add_argument("--no-successors", dest="successors", action="store_false",
+                        help="leave out the table of SS-Net's successors (BCP, AD-MT)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = table(args.device, args.dataset)
     print(format_table(result))
+    if args.successors:
+        succ = table(args.device, args.dataset, successors=True)
+        print("\nSuccessors of SS-Net (train_*.sh --successors; not in the paper):\n")
+        print(format_table(succ))
+        result = result + succ
     print("\nParams: all parameters in millions, 3 decimals (the paper prints 2: V-Net 9.449 M is its 9.44).\n"
           "MACs: thop.profile of one forward pass (Conv/ConvTranspose/Linear multiply-accumulates without "
           "bias, 2 per element for affine BatchNorm, Upsample interpolation; activations, pooling and dropout "

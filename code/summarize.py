@@ -17,6 +17,14 @@ bootstrap interval (seeds x cases) and the Wilcoxon signed-rank p-value over
 the per-case Dice pairs; "best minus last" shows what selecting a checkpoint
 (on the test set, for LA as released) adds. Dice and Jaccard in %, 95HD and
 ASD in voxels, as in the paper.
+
+Successors of SS-Net (``train_*.sh --successors``: exp ``BCP`` = ``--method bcp``,
+``ADMT`` = ``--method admt``) are left out of the paper's tables and shown in
+their own table per dataset and checkpoint, beside their published numbers
+(``data/successor_results.csv``: paper tables and released performance files,
+each with its source; values not checked against their source are starred),
+with SS-Net's row for reference, and the paired comparison of SS-Net against
+each successor over the common seeds and test cases (same statistics as above).
 """
 from __future__ import annotations
 import argparse
@@ -52,6 +60,12 @@ EXP_TO_PAPER = {
 }
 TABLES = {"1": "LA", "2": "ACDC", "3": "LA"}
 COLUMNS = ("dice", "jaccard", "hd95", "asd")
+#: successors of SS-Net (train_*.sh --successors): experiment name -> method name in data/successor_results.csv
+SUCCESSORS = {"BCP": "BCP", "ADMT": "AD-MT"}
+#: the label counts of the successor rows per dataset (the paper's semi-supervised settings)
+SUCCESSOR_LABELS = {"LA": (4, 8), "ACDC": (3, 7)}
+#: SS-Net's paper table per dataset, for its reference row beside the successors
+SSNET_TABLE = {"LA": "1", "ACDC": "2"}
 
 
 def load_paper(path: str) -> dict[tuple[str, str, int], dict[str, float]]:
@@ -62,6 +76,33 @@ def load_paper(path: str) -> dict[tuple[str, str, int], dict[str, float]]:
                 "dice": float(r["dice"]), "jaccard": float(r["jaccard"]),
                 "hd95": float(r["hd95_voxel"]), "asd": float(r["asd_voxel"]), "unlabeled": int(r["unlabeled"])}
     return out
+
+
+def load_successors(path: str) -> dict[tuple[str, str, int, str], dict[str, object]]:
+    """(method, dataset, labeled, kind) -> published metrics of a successor, ``kind`` "paper" (a paper's
+    table) or "released" (a released performance file), with ``verified`` (checked against the source
+    text) and ``source``. No file: nothing."""
+    out: dict[tuple[str, str, int, str], dict[str, object]] = {}
+    if not os.path.isfile(path):
+        return out
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            out[(r["method"], r["dataset"], int(r["labeled"]), r["kind"])] = {
+                "dice": float(r["dice"]), "jaccard": float(r["jaccard"]), "hd95": float(r["hd95_voxel"]),
+                "asd": float(r["asd_voxel"]), "verified": r["verified"].strip().lower() == "yes",
+                "source": r["source"]}
+    return out
+
+
+def load_released(path: str) -> dict[tuple[str, int], dict[str, float]]:
+    """(dataset, labelnum) -> SS-Net's released test results (``data/released_results.json``) in the
+    tables' units (Dice, Jaccard in %). No file: nothing."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        results = json.load(f)["results"]
+    return {(r["dataset"], int(r["labelnum"])): {c: (100 if c in ("dice", "jaccard") else 1) * r["mean"][c]
+                                                 for c in COLUMNS} for r in results.values()}
 
 
 SEED_SUFFIX = re.compile(r"^(.+)_seed(\d+)$")
@@ -147,7 +188,7 @@ def tables(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict
             name = EXP_TO_PAPER.get(exp, {}).get(table)
             if name:
                 ours[(name, n)] = runs
-            elif table != "3" and exp not in EXP_TO_PAPER:
+            elif table != "3" and exp not in EXP_TO_PAPER and exp not in SUCCESSORS:  # successors: own table
                 ours[(exp, n)] = runs
         keys = order + [k for k in ours if k not in order]
         lines += [f"\n### Table {table} ({dataset}), {which} checkpoint\n",
@@ -203,6 +244,59 @@ def comparisons(rows: list[dict[str, object]], which: str = "best") -> list[dict
     return out
 
 
+def successor_comparisons(rows: list[dict[str, object]], which: str = "best") -> list[dict[str, object]]:
+    """SS-Net against each successor of the same dataset and label count (``paired``: SS-Net minus
+    the successor over their common seeds and test cases)."""
+    groups = _group(rows)
+    out = []
+    for (ds, exp, n, w), runs in sorted(groups.items()):
+        if w != which or exp not in SUCCESSORS:
+            continue
+        ssnet = groups.get((ds, "SSNet", n, w))
+        res = paired(ssnet, runs) if ssnet else None
+        if res:
+            out.append({"dataset": ds, "labeled": n, "which": w, "method": "SSNet", "against": exp, **res})
+    return out
+
+
+def _published(value: dict[str, object] | None, column: str) -> str:
+    """A published number, starred when it was not checked against its source."""
+    if not value:
+        return "—"
+    return fmt(value[column]) + ("" if value["verified"] else "*")
+
+
+def successor_tables(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict[str, float]],
+                     published: dict[tuple[str, str, int, str], dict[str, object]],
+                     released: dict[tuple[str, int], dict[str, float]], which: str = "best") -> str:
+    """Per dataset: SS-Net and each successor at the successor label counts, ours (mean ± sd over seeds)
+    beside the published paper and released numbers."""
+    groups = _group(rows)
+    lines: list[str] = []
+    for dataset, labels in SUCCESSOR_LABELS.items():
+        found = sorted({n for (ds, exp, n, w) in groups if ds == dataset and exp in SUCCESSORS and w == which})
+        lines += [f"\n### Successors ({dataset}), {which} checkpoint\n",
+                  "| Method | Labeled | Dice (%) | paper | released | Jaccard (%) | paper | released "
+                  "| 95HD | paper | released | ASD | paper | released |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for n in sorted(set(labels) | set(found)):
+            for exp, name in (("SSNet", "SS-Net"), *SUCCESSORS.items()):
+                runs = groups.get((dataset, exp, n, which))
+                if exp == "SSNet":
+                    p = paper.get((SSNET_TABLE[dataset], "SS-Net", n))
+                    p = {**p, "verified": True} if p else None  # data/paper_tables.csv: the paper's tables
+                    r = released.get((dataset, n))
+                    r = {**r, "verified": True} if r else None  # data/released_results.json
+                else:
+                    p = published.get((name, dataset, n, "paper"))
+                    r = published.get((name, dataset, n, "released"))
+                cells = []
+                for c in COLUMNS:
+                    cells += [cell(describe(runs)[c], len(runs)) if runs else "—", _published(p, c), _published(r, c)]
+                lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def best_minus_last(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """Per row: mean over the common seeds of best-checkpoint Dice minus last-iterate Dice (points)."""
     groups = _group(rows)
@@ -219,8 +313,12 @@ def best_minus_last(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return out
 
 
-def report(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict[str, float]]) -> tuple[str, dict]:
+def report(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict[str, float]],
+           published: dict[tuple[str, str, int, str], dict[str, object]] | None = None,
+           released: dict[tuple[str, int], dict[str, float]] | None = None) -> tuple[str, dict]:
     """The markdown text and the JSON-ready content of every table."""
+    published = published or {}
+    released = released or {}
     parts = [tables(rows, paper, "best")]
     if any(r["which"] == "last" for r in rows):
         parts.append(tables(rows, paper, "last"))
@@ -243,9 +341,30 @@ def report(rows: list[dict[str, object]], paper: dict[tuple[str, str, int], dict
         for r in bml:
             sd = f" ± {r['sd']:.2f}" if r["n"] > 1 else ""
             parts.append(f"| {r['dataset']} | {r['exp']} | {r['labeled']} | {r['n']} | {r['mean']:+.2f}{sd} |")
+    parts.append(successor_tables(rows, paper, published, released, "best"))
+    if any(r["which"] == "last" and r["exp"] in SUCCESSORS for r in rows):
+        parts.append(successor_tables(rows, paper, published, released, "last"))
+    parts.append("\npaper / released: published numbers (SS-Net: data/paper_tables.csv and "
+                 "data/released_results.json; successors: data/successor_results.csv, with each value's source); "
+                 "* = not checked against its source.")
+    succ = successor_comparisons(rows, "best") + successor_comparisons(rows, "last")
+    parts += ["\n### SS-Net against its successors (Dice, percentage points)\n",
+              "SS-Net minus the successor over the same seeds and test cases; 95 % CI: two-way paired bootstrap "
+              "over seeds and cases (10000 resamples, percentile); p: Wilcoxon signed-rank over the per-case Dice "
+              "pairs of all common seeds (ACDC: a volume's mean over RV, Myo, LV).\n"]
+    if succ:
+        parts += ["| Dataset | Labeled | Checkpoint | SS-Net vs | Seeds | Cases | Difference | 95 % CI | p |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in succ:
+            parts.append(f"| {c['dataset']} | {c['labeled']} | {c['which']} | {SUCCESSORS[c['against']]} | "
+                         f"{len(c['seeds'])} | {c['cases']} | {c['mean']:+.2f} | "
+                         f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] | {c['wilcoxon_p']:.3g} |")
+    else:
+        parts.append("No SS-Net and successor runs with a seed in common yet (train_*.sh --successors).")
     groups = {f"{k[0]}_{k[1]}_{k[2]}_{k[3]}": {"dataset": k[0], "exp": k[1], "labeled": k[2], "which": k[3],
                                                **describe(v)} for k, v in sorted(_group(rows).items())}
-    return "\n".join(parts), {"rows": groups, "comparisons": comps, "best_minus_last": bml}
+    return "\n".join(parts), {"rows": groups, "comparisons": comps, "best_minus_last": bml,
+                               "successor_comparisons": succ}
 
 
 def write_csv(path: str, content: dict) -> None:
@@ -265,12 +384,17 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model_root", default=os.path.join(ROOT, "model"), help="folder with the snapshot folders")
     ap.add_argument("--paper", default=os.path.join(ROOT, "data", "paper_tables.csv"), help="published numbers")
+    ap.add_argument("--successors", default=os.path.join(ROOT, "data", "successor_results.csv"),
+                    help="published numbers of SS-Net's successors (BCP, AD-MT), each with its source")
+    ap.add_argument("--released", default=os.path.join(ROOT, "data", "released_results.json"),
+                    help="SS-Net's released test results (beside the successors)")
     ap.add_argument("--out", default=None, help="also write the markdown to this file")
     ap.add_argument("--csv", default=None, help="also write one CSV line per row and checkpoint (mean, sd over seeds)")
     ap.add_argument("--json", default=None, help="also write every row, comparison and best-minus-last as JSON")
     args = ap.parse_args(argv)
     rows = collect(args.model_root)
-    body, content = report(rows, load_paper(args.paper))
+    body, content = report(rows, load_paper(args.paper), load_successors(args.successors),
+                           load_released(args.released))
     text = (f"Results found under {args.model_root}: {len(rows)} test result(s). '—' = not run yet. Ours: "
             "mean over the test cases of each run, then mean ± sd over seeds (n = seeds; one seed: its value); "
             "paper: published.\n" + body)

@@ -4,16 +4,30 @@
 # released folder <DATASET>_<EXP>_<N>_labeled, seed S goes to <DATASET>_<EXP>_seedS_<N>_labeled; each run
 # is tested on its best and its last checkpoint), then `run_table` skips finished runs and
 # trains + tests the rest, one run per GPU at a time (or lists them with --dry-run / --print).
-# The caller sets SCRIPT, DATASET, NET, TRAIN_PY, TEST_PY, TEST_FLAGS and DATA_DEFAULT.
+# The caller sets SCRIPT, DATASET, NET, TRAIN_PY, TEST_PY, TEST_FLAGS and DATA_DEFAULT, and queues its
+# blocks of rows under `if want_block paper; then ...` / `if want_block successors; then ...` (--rows).
+# Rows of a method that the training script may not have yet are queued with `run_if_method METHOD EXP N ...`.
 
 parse_table_args() {
-  GPUS=(); DRY=0; PRINT=0; SLURM=0; SEEDS=(1337)
+  GPUS=(); DRY=0; PRINT=0; SLURM=0; SEEDS=(1337); ROWS=paper
   while [ $# -gt 0 ]; do
     a=$1; shift
     case "$a" in
       --dry-run) DRY=1 ;;
       --print) PRINT=1 ;;
       --slurm) SLURM=1 ;;
+      --successors) ROWS=successors ;;
+      --rows|--rows=*)
+        if [ "$a" = --rows ]; then
+          [ $# -gt 0 ] || { echo "$SCRIPT: --rows needs paper, successors or all" >&2; exit 2; }
+          ROWS=$1; shift
+        else
+          ROWS=${a#--rows=}
+        fi
+        case "$ROWS" in
+          paper|successors|all) ;;
+          *) echo "$SCRIPT: --rows takes paper, successors or all, got '$ROWS'" >&2; exit 2 ;;
+        esac ;;
       --seeds|--seeds=*)
         local list
         if [ "$a" = --seeds ]; then
@@ -27,7 +41,7 @@ parse_table_args() {
           [[ "$s" =~ ^[0-9]+$ ]] || { echo "$SCRIPT: --seeds takes integers separated by commas, got '$list'" >&2; exit 2; }
         done
         [ ${#SEEDS[@]} -gt 0 ] || { echo "$SCRIPT: --seeds got an empty list" >&2; exit 2; } ;;
-      -h|--help) sed -n 2,16p "$SCRIPT"; exit 0 ;;
+      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; exit 0 ;;
       -*) echo "$SCRIPT: unknown option '$a' (see --help)" >&2; exit 2 ;;
       *) [[ "$a" =~ ^[0-9]+$ ]] || { echo "$SCRIPT: GPU ids are integers, got '$a'" >&2; exit 2; }
          GPUS+=("$a") ;;
@@ -43,16 +57,44 @@ parse_table_args() {
   PY=${PYTHON:-python}
 }
 
+want_block() {  # want_block paper|successors: whether --rows selects this block of rows
+  [ "$ROWS" = all ] || [ "$ROWS" = "$1" ]
+}
+
 JOBS=()
 run() {  # run EXP LABELNUM [extra training flags...]: queue one run per seed (train, then test)
-  local exp=$1 n=$2 seed; shift 2
+  local exp=$1 n=$2 seed job queued; shift 2
   for seed in "${SEEDS[@]}"; do  # seed 1337 (released) keeps the released folder name; others say their seed
     if [ "$seed" = 1337 ]; then
-      JOBS+=("$exp $n --seed $seed $*")
+      job="$exp $n --seed $seed $*"
     else
-      JOBS+=("${exp}_seed$seed $n --seed $seed $*")
+      job="${exp}_seed$seed $n --seed $seed $*"
     fi
+    for queued in ${JOBS[@]+"${JOBS[@]}"}; do  # a row listed by two blocks (SS-Net in both) runs once
+      [ "$queued" = "$job" ] && continue 2
+    done
+    JOBS+=("$job")
   done
+}
+
+declare -A METHOD_KNOWN=()
+method_known() {  # method_known METHOD: whether $TRAIN_PY accepts --method METHOD (asked once per method);
+  # FORCE_METHODS=m1,m2 answers yes for those without asking (e.g. where python cannot import torch)
+  local m=$1
+  if [ -z "${METHOD_KNOWN[$m]:-}" ]; then
+    if [[ ",${FORCE_METHODS:-}," == *",$m,"* ]] || "$PY" "$TRAIN_PY" --method "$m" --help >/dev/null 2>&1; then
+      METHOD_KNOWN[$m]=1
+    else
+      METHOD_KNOWN[$m]=0
+      echo "note  $DATASET: '$PY $TRAIN_PY --method $m --help' fails: --method $m is not there yet, its rows" \
+           "are left out (FORCE_METHODS=$m lists them anyway)" >&2
+    fi
+  fi
+  [ "${METHOD_KNOWN[$m]}" = 1 ]
+}
+run_if_method() {  # run_if_method METHOD EXP LABELNUM [flags...]: run EXP ... --method METHOD, if $TRAIN_PY has it
+  local m=$1; shift
+  if method_known "$m"; then run "$@" --method "$m"; fi
 }
 
 commands() {  # commands GPU|"" EXP N [flags...]: sets TRAIN and TEST (arrays)
