@@ -55,7 +55,7 @@ def test_registry_knows_the_shipped_datasets():
     for name in ("LA", "ACDC"):
         d = get_dataset(name)
         assert isinstance(d, DatasetDescription) and d.name == name
-        assert set(d.methods) == {"ssnet", "uamt", "sassnet", "dtc", "urpc", "mcnet"}
+        assert set(d.methods) == {"ssnet", "uamt", "sassnet", "dtc", "urpc", "mcnet", "bcp", "admt"}
     with pytest.raises(ValueError, match="unknown dataset 'Pancreas'.*LA, ACDC"):
         get_dataset("Pancreas")
 

@@ -34,7 +34,7 @@ DESCRIPTION = DatasetDescription(
     vat_distance=VatDistance.CLASS_DICE, dice=DiceForm.CLASSES,
     methods=method_table(
         {"ssnet": "unet", "uamt": "unet", "sassnet": "unet_sdf", "dtc": "unet_sdf", "urpc": "unet_urpc",
-         "mcnet": "mcnet2d_v1", "bcp": "unet"},
+         "mcnet": "mcnet2d_v1", "bcp": "unet", "admt": "unet"},
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 0.1, "urpc": 0.1, "mcnet": 0.1}, rampup=200.0,
         # the released 2D script computes SS-Net's w(t) from the iteration count before the increment
         options={"ssnet": {"ramp_after_increment": False}, "mcnet": {"seg_weight": 1.0},
@@ -43,7 +43,13 @@ DESCRIPTION = DatasetDescription(
                  "bcp": {"loss": "acdc", "pretrain_iterations": 10000, "ema_buffers": True,
                          "self_train_lr_steps": False, "keep_pretrain_optimizer": True,
                          "run_defaults": {"batch_size": 24, "labeled_bs": 12, "max_iterations": 30000,
-                                          "val_start": 200}}}),
+                                          "val_start": 200}},
+                 # AD-MT's config_2d_aut.yml: Dice above 0.95, periods 1..50, ramp 50, weight 2.0, poly lr,
+                 # batch 24 = 12 unlabeled + 12 labeled, seed 2023, validation every 2 epochs (docs/admt_spec.md)
+                 "admt": {"views": "acdc", "loss": "dice", "threshold": 0.95, "period": 50, "rampup": 50.0,
+                          "weight": 2.0, "ema_decay": 0.99, "cutmix_prob": 1.0, "val_epochs": 2,
+                          "run_defaults": {"batch_size": 24, "labeled_bs": 12, "max_iterations": 30000,
+                                           "seed": 2023, "base_lr": 0.01}}}),
     # released test: no largest-component step, test.list names sorted, NIfTI spacing (1, 1, 10)
     procedure=SliceWise(nms=False, sorted_cases=True, nii_spacing=(1.0, 1.0, 10.0)),
     # the released validation DataLoader's iterator draws one torch seed per validation

@@ -30,7 +30,7 @@ DESCRIPTION = DatasetDescription(
     consistency=1.0, consistency_rampup=40.0, magnitude=10.0, vat_distance=VatDistance.DICE, dice=DiceForm.FOREGROUND,
     methods=method_table(
         {"ssnet": "VNet", "uamt": "VNet", "sassnet": "vnet_sdf", "dtc": "vnet_sdf", "urpc": "unet_3D_dv_semi",
-         "mcnet": "mcnet3d_v1", "bcp": "VNet"},
+         "mcnet": "mcnet3d_v1", "bcp": "VNet", "admt": "VNet"},
         {"uamt": 0.1, "sassnet": 0.015, "dtc": 1.0, "urpc": 0.1, "mcnet": 1.0}, rampup=40.0,
         # the released 3D script computes SS-Net's w(t) from the iteration count after the increment
         options={"ssnet": {"ramp_after_increment": True}, "mcnet": {"seg_weight": 0.5},
@@ -39,7 +39,13 @@ DESCRIPTION = DatasetDescription(
                  "bcp": {"loss": "la", "pretrain_iterations": 2000, "ema_buffers": False,
                          "self_train_lr_steps": True, "keep_pretrain_optimizer": False,
                          "run_defaults": {"batch_size": 8, "labeled_bs": 4, "max_iterations": 15000,
-                                          "val_start": 200}}}),
+                                          "val_start": 200}},
+                 # AD-MT's config_3d_la_aut.yml: CE above 0.8, periods 1..19, ramp 40, weight 2.0, poly lr,
+                 # batch 4 = 2 unlabeled + 2 labeled, seed 2023, validation every 4 epochs (docs/admt_spec.md)
+                 "admt": {"views": "la", "loss": "ce", "threshold": 0.8, "period": 19, "rampup": 40.0,
+                          "weight": 2.0, "ema_decay": 0.99, "cutmix_prob": 1.0, "val_epochs": 4,
+                          "run_defaults": {"batch_size": 4, "labeled_bs": 2, "max_iterations": 15000,
+                                           "seed": 2023, "base_lr": 0.01}}}),
     procedure=SlidingWindow(stride_xy=18, stride_z=4, nms=True),  # released test: largest component
     select="test", val_start=2000, val_num=8, holdout_from_train=True,
     mismatch_hints={

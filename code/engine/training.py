@@ -152,11 +152,12 @@ def parse_args(d: DatasetDescription, argv: Sequence[str] | None = None,
 
 
 def learning_rate(base_lr: float, stage: Stage, lr_step: int | None) -> Callable[[int], float]:
-    """The learning rate after ``n`` iterations of ``stage``: ``base * (1 - n / N) ** power``
-    (``stage.lr_poly``, N its iterations), ``base * 0.1 ** (n // lr_step)`` (``stage.lr_steps`` where
-    the dataset's schedule steps) or constant."""
+    """The learning rate after ``n`` iterations of ``stage``: ``base * (1 - max(n - 1, 0) / N) ** power``
+    (``stage.lr_poly``, N its iterations: AD-MT's released loop sets the rate after the step of 0-based
+    index i from i, so the first two iterations run at ``base``), ``base * 0.1 ** (n // lr_step)``
+    (``stage.lr_steps`` where the dataset's schedule steps) or constant."""
     if stage.lr_poly is not None:
-        return lambda n: base_lr * (1.0 - n / stage.iterations) ** stage.lr_poly
+        return lambda n: base_lr * (1.0 - max(n - 1, 0) / stage.iterations) ** stage.lr_poly
     if stage.lr_steps and lr_step:
         return lambda n: base_lr * 0.1 ** (n // lr_step)
     return lambda n: base_lr

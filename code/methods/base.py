@@ -87,8 +87,8 @@ class Stage:
         iterations: how many iterations it runs.
         lr_steps: the learning rate x0.1 every ``--lr_step`` iterations of the stage (where the
             dataset's schedule steps); False: constant.
-        lr_poly: a power p: the learning rate is ``base * (1 - n / iterations) ** p`` after n
-            iterations instead (AD-MT's poly schedule).
+        lr_poly: a power p: the learning rate is ``base * (1 - max(n - 1, 0) / iterations) ** p``
+            after n iterations instead (AD-MT's released poly schedule, set after each step).
     """
 
     name: str
