@@ -27,15 +27,71 @@ Both runs use the same seed, data and four loader workers. The table printed
 gives each iteration's total loss from both logs (ours prints 4 decimals) and
 each validation's mean Dice; the exit status is 0 when every logged loss and
 validation Dice agree to the printed digits.
+
+BCP, one iteration of each stage (``--method bcp``)::
+
+    git clone https://github.com/DeepMed-Lab-ECNU/BCP /tmp/BCP          # the authors' code, not shipped here
+    python scripts/compare_released.py --method bcp --dataset LA --released /tmp/BCP      # ~5 min on 2 cores
+    python scripts/compare_released.py --method bcp --dataset ACDC --released /tmp/BCP    # ~2 min
+    # smaller (seconds): --dataset ACDC --patch_size 32 32 --labeled_bs 2 (batch 2 x labeled_bs), or
+    # --dataset LA --patch_size 48 48 48 --labeled_bs 2 --seed 47 (the released V-Net needs >= 48 per side)
+    # on a busy machine OMP_NUM_THREADS=1 is often faster
+
+For each stage (pre-train, then self-train) the released script's own
+``pre_train`` / ``self_train`` function runs for exactly one iteration, and ours
+runs ``BCP.for_stage`` (built from our parsed flags), ``make_optimizer`` and
+``engine.trainer.train_step``, on the same synthetic batch (default: the released
+patch and batch, LA 112x112x80 x 8, ACDC 256x256 x 24), the same initial weights
+and the same seed (``random``, ``numpy`` and ``torch`` seeded alike before each side,
+so the box (numpy) and the dropout masks (torch, on the CPU) are drawn alike; the
+teacher runs in train mode on both). Self-train starts both sides from the released
+pre-train result, written as the released checkpoint ``{'net', 'opt'}`` and as ours
+(``<model>_best_model.pth``, ``best_optimizer.pth``): ACDC continues that SGD state,
+LA starts a fresh one. The released scripts parse flags and train at import, so
+they are not imported: their statements are selected with ``ast`` and executed from
+the released file (the parser, parsed with ``--pre_max_iteration 1`` etc., the
+module-level assignments and the ``def``s; not the imports, the seeding block or
+``__main__``); the names the imports bind are the real libraries and the released
+``utils/losses.py``, ``utils/ramps.py``, ``networks/{VNet,unet}.py`` (imported by
+path), ``net_factory``/``BCP_net`` and ``utils/BCP_utils.py``'s functions (again
+selected with ``ast``), except the data pipeline (a loader of the one batch),
+tensorboard (records the scalars), tqdm and validation (not reached). ``.cuda()``
+is a no-op and ``--torch_zero_grad`` applies as above. The table gives, per stage,
+the max abs difference of every logged loss term (ACDC self-train: ours logs the two
+mixed images' losses, the released script their Dice and CE sums; both are compared,
+from the recorded ``mix_loss`` results), the box, the teacher's logits and
+pseudo-labels, the student's logits, each ``mix_loss`` result, the gradients, the
+student's state_dict and SGD momentum after the step, the teacher's state_dict
+after EMA and the numpy/torch generator states after the step. The exit status is
+0 when all agree: floating values to ``1e-5`` x their magnitude (float rounding),
+masks, labels, integer buffers and generator states exactly. At an LA patch other
+than 112x112x80 ours gets ``copy_paste_mask(range_size=(112, 112, 80))``, the
+released literal corner ranges (printed as a note; choose a ``--seed`` whose box
+falls in the patch). ``tests/test_bcp_released.py`` runs it at a tiny size.
 """
 from __future__ import annotations
 import argparse
+import ast
+import contextlib
+import functools
+import importlib.util
+import io
 import json
+import logging
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+import types
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,15 +234,575 @@ def compare(released: tuple[dict[int, float], dict[int, float]], ours: tuple[dic
     return rows, bad
 
 
+# =========================================================================== BCP: one iteration
+#
+# The released scripts run argparse and two whole training stages at import, so they are not
+# imported: their top-level statements are read with ``ast`` and only these are executed, from the
+# released file itself (tracebacks show its lines): the argument parser (parsed with the argv
+# below), the module-level assignments (``pre_max_iterations = args.pre_max_iteration``,
+# ``dice_loss = losses.DiceLoss(4)``, ...) and every ``def``. Not executed: the imports (the names
+# they bind are given, see :meth:`ReleasedBCP._script_namespace`), the seeding block (each side is
+# seeded here) and ``__main__``. Then the released ``pre_train`` / ``self_train`` function itself
+# runs, with ``--pre_max_iteration 1`` etc., so its loop makes exactly one iteration on a loader
+# that yields one fixed batch.
+
+BCP_SCRIPTS = {"LA": "LA_BCP_train.py", "ACDC": "ACDC_BCP_train.py"}
+BCP_RELEASED_SIZE = {"LA": ((112, 112, 80), 8, 4), "ACDC": ((256, 256), 24, 12)}  # patch, batch, labeled
+LA_MASK_RANGE = (112, 112, 80)  # the literals of the released LA context_mask (utils/BCP_utils.py:23-25)
+BCP_STAGES = ("pre_train", "self_train")
+
+#: our logged key -> the released tensorboard scalar holding the same term (per dataset and stage)
+BCP_LOGGED = {
+    ("LA", "pre_train"): {"loss": "pre/loss_all", "loss_dice": "pre/loss_dice", "loss_ce": "pre/loss_ce"},
+    ("LA", "self_train"): {"loss": "Self/loss_all", "loss_labeled_outside": "Self/loss_l",
+                           "loss_unlabeled_outside": "Self/loss_u"},
+    ("ACDC", "pre_train"): {"loss": "info/total_loss", "loss_dice": "info/mix_dice", "loss_ce": "info/mix_ce"},
+    ("ACDC", "self_train"): {"loss": "info/total_loss"},  # the others: run_released_bcp, run_ours_bcp
+}
+
+#: tolerance of a floating quantity: max |released - ours| <= RTOL * max |released| + ATOL
+BCP_RTOL, BCP_ATOL = 1e-5, 1e-7
+
+
+def _module_from_path(name: str, path: str) -> Any:
+    """Import the released file ``path`` as module ``name`` (not through ``sys.path``, where our own
+    ``utils`` and ``networks`` packages are)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _exec_released(path: str, ns: dict[str, Any], keep: Any) -> list[ast.stmt]:
+    """Execute in ``ns`` the top-level statements of the released file ``path`` that ``keep(node)``
+    selects, compiled from that file (line numbers kept). Returns them."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), filename=path)
+    body = [n for n in tree.body if keep(n)]
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), ns)  # the released code, from its file
+    return body
+
+
+def _assigned_names(node: ast.stmt) -> set[str]:
+    """Names bound by a plain ``name = ...`` statement (empty for anything else)."""
+    if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+        return {t.id for t in node.targets}
+    return set()
+
+
+def _is_parser_statement(node: ast.stmt) -> bool:
+    if _assigned_names(node) == {"parser"}:
+        return True
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute) and isinstance(node.value.func.value, ast.Name)
+            and node.value.func.value.id == "parser")
+
+
+def _defs(*names: str) -> Any:
+    return lambda n: isinstance(n, ast.FunctionDef) and n.name in names or bool(_assigned_names(n) & set(names))
+
+
+def _detach(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detach(v) for v in value)
+    return value
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _seed(seed: int) -> None:
+    """Both sides: the global generators the step draws from, seeded alike before each side."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Recorder:
+    """What one side's iteration produced: models, optimisers, logged scalars, calls of the mask,
+    pseudo-label and loss functions (in call order), and the models' forward outputs."""
+
+    def __init__(self) -> None:
+        self.models: list[Any] = []
+        self.optimizers: list[Any] = []
+        self.scalars: dict[str, Any] = {}
+        self.calls: dict[str, list[Any]] = {"mask": [], "plab": [], "mix_loss": []}
+        self.outputs: list[list[torch.Tensor]] = []
+
+    def wrap(self, kind: str, fn: Any) -> Any:
+        def recorded(*a: Any, **k: Any) -> Any:
+            out = fn(*a, **k)
+            self.calls[kind].append(_detach(out))
+            return out
+        return recorded
+
+    def watch(self, model: Any) -> Any:
+        """Record ``model`` and the logits of each of its forward passes."""
+        outs: list[torch.Tensor] = []
+        model.register_forward_hook(lambda m, i, o: outs.append(_first(o).detach().clone()))
+        self.models.append(model)
+        self.outputs.append(outs)
+        return model
+
+
+@contextlib.contextmanager
+def _released_torch(zero_grad: str) -> Any:
+    """The released code on this machine: ``.cuda()`` a no-op; with ``zero_grad == "1.8"``,
+    ``optimizer.zero_grad()`` fills zeros as on PyTorch 1.8 (as the SS-Net comparison does)."""
+    saved = torch.Tensor.cuda, torch.nn.Module.cuda, torch.optim.Optimizer.zero_grad
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    if zero_grad == "1.8":
+        torch.optim.Optimizer.zero_grad = lambda self, set_to_none=False: saved[2](self, set_to_none=set_to_none)
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda, torch.optim.Optimizer.zero_grad = saved
+
+
+class ReleasedBCP:
+    """The released BCP code of ``dataset`` from the checkout ``root``, loaded without running it."""
+
+    def __init__(self, root: str, dataset: str) -> None:
+        self.dataset = dataset
+        self.code = os.path.join(root, "code")
+        self.script = os.path.join(self.code, BCP_SCRIPTS[dataset])
+        tag = f"bcp_released_{dataset.lower()}"
+        with _released_torch("current"):
+            self.losses = _module_from_path(f"{tag}_losses", os.path.join(self.code, "utils", "losses.py"))
+            self.ramps = _module_from_path(f"{tag}_ramps", os.path.join(self.code, "utils", "ramps.py"))
+            vnet = _module_from_path(f"{tag}_vnet", os.path.join(self.code, "networks", "VNet.py"))
+            unet = _module_from_path(f"{tag}_unet", os.path.join(self.code, "networks", "unet.py"))
+            # networks/net_factory.py: its two functions, over the released network classes
+            self.factory: dict[str, Any] = {"UNet": unet.UNet, "UNet_2d": unet.UNet_2d, "VNet": vnet.VNet,
+                                            "nn": torch.nn}
+            _exec_released(os.path.join(self.code, "networks", "net_factory.py"), self.factory,
+                           _defs("net_factory", "BCP_net"))
+            # utils/BCP_utils.py (LA): its loss objects and the functions the LA script imports from it
+            self.bcp_utils: dict[str, Any] = {"np": np, "torch": torch, "nn": torch.nn, "random": random,
+                                              "mask_DiceLoss": self.losses.mask_DiceLoss}
+            _exec_released(os.path.join(self.code, "utils", "BCP_utils.py"), self.bcp_utils,
+                           _defs("DICE", "CE", "context_mask", "mix_loss", "update_ema_variables",
+                                 "parameter_sharing"))
+
+    def _script_namespace(self, rec: _Recorder, batch: dict[str, torch.Tensor],
+                          init: dict[str, torch.Tensor] | None, network: Any = None) -> dict[str, Any]:
+        """The names the script's imports bind: the real libraries and released modules, except the
+        data pipeline (a loader of the one batch), tensorboard (records the scalars), tqdm and the
+        validation modules (not reached in one iteration), and the network factory and SGD, wrapped
+        to record what they build (the pre-train network then gets the common initial weights)."""
+        from skimage.measure import label
+
+        class OneBatchLoader:  # DataLoader: the training loader yields `batch` once; the others nothing
+            def __init__(self, dataset: Any = None, batch_size: int = 1, shuffle: bool = False,
+                         batch_sampler: Any = None, **kwargs: Any) -> None:
+                self.batches = [batch] if batch_sampler is not None else []
+
+            def __len__(self) -> int:
+                return max(1, len(self.batches))
+
+            def __iter__(self) -> Any:
+                return iter([{k: v.clone() for k, v in b.items()} for b in self.batches])
+
+        class Progress:  # tqdm
+            def __init__(self, iterable: Any, **kwargs: Any) -> None:
+                self.iterable = iterable
+
+            def __iter__(self) -> Any:
+                return iter(self.iterable)
+
+            def close(self) -> None:
+                pass
+
+        class Writer:  # tensorboardX.SummaryWriter
+            def __init__(self, *a: Any, **k: Any) -> None:
+                pass
+
+            def add_scalar(self, tag: str, value: Any, step: Any = None) -> None:
+                rec.scalars[tag] = _detach(value)
+
+            def add_image(self, *a: Any, **k: Any) -> None:
+                pass
+
+            add_images = add_image
+
+            def close(self) -> None:
+                pass
+
+        class Stub:  # datasets, transforms, samplers: built by the script, unused with OneBatchLoader
+            def __init__(self, *a: Any, **k: Any) -> None:
+                pass
+
+            def __len__(self) -> int:
+                return 10 ** 4
+
+        def built(net: Any) -> Any:
+            if init is not None and not rec.models:
+                net.load_state_dict(init)
+            return rec.watch(net)
+
+        def net_factory(*a: Any, **k: Any) -> Any:
+            return built(network() if network is not None else self.factory["net_factory"](*a, **k))
+
+        def BCP_net(*a: Any, **k: Any) -> Any:  # noqa: N802 (the released name)
+            return built(network() if network is not None else self.factory["BCP_net"](*a, **k))
+
+        def sgd(*a: Any, **k: Any) -> Any:
+            rec.optimizers.append(torch.optim.SGD(*a, **k))
+            return rec.optimizers[-1]
+
+        stub_module = types.SimpleNamespace
+        ns: dict[str, Any] = {
+            "__name__": "bcp_released_script", "os": os, "sys": sys, "logging": logging, "random": random,
+            "shutil": shutil, "time": time, "argparse": argparse, "np": np, "torch": torch, "nn": torch.nn,
+            "F": torch.nn.functional, "cudnn": torch.backends.cudnn, "optim": stub_module(SGD=sgd),
+            "CrossEntropyLoss": torch.nn.CrossEntropyLoss, "label": label, "tqdm": Progress,
+            "SummaryWriter": Writer, "DataLoader": OneBatchLoader, "transforms": stub_module(Compose=Stub),
+            "losses": self.losses, "ramps": self.ramps, "test_3d_patch": None, "val_2d": None,
+            "net_factory": net_factory, "BCP_net": BCP_net,
+            "LAHeart": Stub, "BaseDataSets": Stub, "RandomRotFlip": Stub, "RandomCrop": Stub, "ToTensor": Stub,
+            "RandomGenerator": Stub, "TwoStreamBatchSampler": Stub, "ThreeStreamBatchSampler": Stub,
+        }
+        for name in ("context_mask", "mix_loss", "parameter_sharing", "update_ema_variables"):
+            ns[name] = self.bcp_utils[name]  # LA: from utils.BCP_utils import ... (ACDC defines its own)
+        return ns
+
+    def load_script(self, rec: _Recorder, batch: dict[str, torch.Tensor], init: dict[str, torch.Tensor] | None,
+                    argv: list[str], network: Any = None) -> tuple[dict[str, Any], str]:
+        """The script's parser (parsed with ``argv``), module-level assignments and functions in a
+        fresh namespace; its mask, pseudo-label and loss functions wrapped to record their results.
+        Returns the namespace and a one-line account of what was executed."""
+        ns = self._script_namespace(rec, batch, init, network)
+        parser = _exec_released(self.script, ns, _is_parser_statement)
+        ns["args"] = ns["parser"].parse_args(argv)
+        body = _exec_released(self.script, ns, lambda n: isinstance(n, ast.FunctionDef) or (
+            bool(_assigned_names(n)) and not _assigned_names(n) & {"parser", "args"}))
+        if self.dataset == "ACDC":
+            ns["args"].patch_size = None  # type=list in the released parser; only the (stubbed) transform reads it
+        names = {"LA": ("context_mask", "get_cut_mask", "mix_loss"),
+                 "ACDC": ("generate_mask", "get_ACDC_masks", "mix_loss")}[self.dataset]
+        for kind, name in zip(("mask", "plab", "mix_loss"), names):
+            ns[name] = rec.wrap(kind, ns[name])
+        account = (f"{os.path.basename(self.script)}: parser (lines {parser[0].lineno}-{parser[-1].lineno}) with "
+                   f"argv {' '.join(argv)}; {sum(isinstance(n, ast.Assign) for n in body)} module-level "
+                   f"assignments and {sum(isinstance(n, ast.FunctionDef) for n in body)} functions")
+        return ns, account
+
+
+def _bcp_batch(dataset: str, patch: tuple[int, ...], batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """A synthetic batch: a blob per item (LA: binary; ACDC: classes 3, 2, 1 inside out), image =
+    label + noise, standardised. Labels as the released loaders give them (LA int64, ACDC uint8)."""
+    rs = np.random.RandomState(seed)
+    grids = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in patch], indexing="ij")
+    images, labels = [], []
+    for _ in range(batch):
+        r = np.sqrt(sum(((g - rs.uniform(0.35, 0.65) * s) / (rs.uniform(0.15, 0.3) * s)) ** 2
+                        for g, s in zip(grids, patch)))
+        if dataset == "LA":
+            lab = (r < 1).astype(np.int64)
+        else:
+            lab = np.select([r < 0.5, r < 0.8, r < 1.1], [3, 2, 1], 0).astype(np.uint8)
+        img = lab.astype(np.float64) * 0.7 + rs.normal(0.0, 0.5, size=patch)
+        images.append(((img - img.mean()) / img.std()).astype(np.float32))
+        labels.append(lab)
+    return {"image": torch.from_numpy(np.stack(images)[:, None]), "label": torch.from_numpy(np.stack(labels))}
+
+
+def _side_summary(rec: _Recorder, model: Any, optimizer: Any, teacher: Any | None,
+                  logged: dict[str, Any]) -> dict[str, Any]:
+    """One side's results after the iteration, in a common form."""
+    return {
+        "logged": {k: float(v) for k, v in logged.items()},
+        "calls": rec.calls,
+        "student_out": rec.outputs[0],
+        "teacher_out": rec.outputs[1] if teacher is not None else [],
+        "grads": {n: (None if q.grad is None else q.grad.detach().clone()) for n, q in model.named_parameters()},
+        "student": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "teacher": ({k: v.detach().clone() for k, v in teacher.state_dict().items()} if teacher is not None
+                    else None),
+        "momentum": {k: v["momentum_buffer"].clone() for k, v in optimizer.state_dict()["state"].items()
+                     if v.get("momentum_buffer") is not None},
+        "np_state": np.random.get_state()[1].copy(),
+        "torch_state": torch.get_rng_state().clone(),
+    }
+
+
+def run_released_bcp(rel: ReleasedBCP, stage: str, batch: dict[str, torch.Tensor], seed: int, labeled_bs: int,
+                     init: dict[str, torch.Tensor] | None, start: str | None, zero_grad: str,
+                     network: Any = None) -> tuple[dict[str, Any], Any, str]:
+    """One iteration of the released ``stage`` function. ``init``: the pre-train network's initial
+    weights; ``start``: the folder holding ``<model>_best_model.pth`` ({'net', 'opt'}) for
+    self-train. Returns the summary, the optimiser and an account of what ran."""
+    rec = _Recorder()
+    iters = (["--pre_max_iteration", "1", "--self_max_iteration", "1"] if rel.dataset == "LA"
+             else ["--pre_iterations", "1", "--max_iterations", "1"])
+    argv = ["--batch_size", str(batch["image"].shape[0]), "--labeled_bs", str(labeled_bs),
+            "--seed", str(seed), *iters]
+    printed = io.StringIO()  # the released print()s ("Total slices is: ...") and warnings are not shown
+    with _released_torch(zero_grad), contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ns, account = rel.load_script(rec, batch, init, argv, network)
+        ns["pre_snapshot_path"] = start or ""  # a global of ACDC's pre_train (file name only)
+        with tempfile.TemporaryDirectory() as out:
+            _seed(seed)
+            if stage == "pre_train":
+                ns["pre_train"](ns["args"], out)
+            else:
+                ns["self_train"](ns["args"], start, out)
+    teacher = rec.models[1] if stage == "self_train" else None
+    logged = {ours: rec.scalars[theirs] for ours, theirs in BCP_LOGGED[(rel.dataset, stage)].items()}
+    if (rel.dataset, stage) == ("ACDC", "self_train"):
+        logged["mix_dice"], logged["mix_ce"] = rec.scalars["info/mix_dice"], rec.scalars["info/mix_ce"]
+        (unl_dice, unl_ce), (l_dice, l_ce) = rec.calls["mix_loss"]
+        logged["loss_unlabeled_outside"] = (unl_dice + unl_ce) / 2
+        logged["loss_labeled_outside"] = (l_dice + l_ce) / 2
+    return _side_summary(rec, rec.models[0], rec.optimizers[0], teacher, logged), rec.optimizers[0], account
+
+
+def run_ours_bcp(dataset: str, stage: str, batch: dict[str, torch.Tensor], seed: int, labeled_bs: int,
+                 patch: tuple[int, ...], init: dict[str, torch.Tensor] | None, start: str | None,
+                 zero_grad: str, network: Any = None) -> dict[str, Any]:
+    """One iteration of ours: ``BCP.for_stage`` from the parsed flags, ``make_optimizer`` (plus the
+    optimiser state the method carries, as ``Trainer.__init__`` does) and ``train_step``."""
+    import methods.bcp as bcp_module
+    from datasets import get_dataset
+    from engine.trainer import make_optimizer, train_step
+    from engine.training import parse_args
+
+    d = get_dataset(dataset)
+    flags = ["--method", "bcp", "--device", "cpu", "--seed", str(seed), "--batch_size", str(batch["image"].shape[0]),
+             "--labeled_bs", str(labeled_bs), "--patch_size", *map(str, patch),
+             "--zero_grad", "zero" if zero_grad == "1.8" else "none"]
+    config = parse_args(d, flags)
+    stages = {s.name: s for s in bcp_module.BCP.stages(config, d)}
+    rec = _Recorder()
+    names = {"mask": "copy_paste_mask", "plab": "pseudo_labels",
+             "mix_loss": "bcp_mix_loss_la" if dataset == "LA" else "bcp_mix_loss_acdc"}
+    saved = {name: getattr(bcp_module, name) for name in names.values()}
+    build_model = bcp_module.BCP.__dict__["build_model"]
+    mask_fn = saved["copy_paste_mask"]
+    if dataset == "LA" and tuple(patch) != LA_MASK_RANGE:  # the released corner ranges at another patch size
+        mask_fn = functools.partial(mask_fn, range_size=LA_MASK_RANGE)
+    try:
+        for kind, name in names.items():
+            setattr(bcp_module, name, rec.wrap(kind, mask_fn if kind == "mask" else saved[name]))
+        if network is not None:
+            bcp_module.BCP.build_model = classmethod(lambda cls, *a, **k: network())
+        _seed(seed)
+        method = bcp_module.BCP.for_stage(config, d, d.num_classes, torch.device("cpu"), stages[stage], start)
+        if init is not None:
+            method.model.load_state_dict(init)
+        rec.watch(method.model)
+        if method.teacher is not None:
+            rec.watch(method.teacher)
+        optimizer = make_optimizer(method.model, config.base_lr)
+        if method.optimizer_state is not None:  # as Trainer.__init__ (engine/trainer.py)
+            optimizer.load_state_dict(method.optimizer_state)
+        image, label = batch["image"].clone(), batch["label"].clone().long()  # as Trainer._train
+        out = train_step(method, optimizer, image, label, 0, zero_grad=config.zero_grad)
+    finally:
+        for name, fn in saved.items():
+            setattr(bcp_module, name, fn)
+        bcp_module.BCP.build_model = build_model
+    logged = {k: out[k] for k in method.log_keys}
+    if (dataset, stage) == ("ACDC", "self_train"):
+        (unl_dice, unl_ce), (l_dice, l_ce) = rec.calls["mix_loss"]
+        logged["mix_dice"], logged["mix_ce"] = unl_dice + l_dice, unl_ce + l_ce
+    return _side_summary(rec, method.model, optimizer, method.teacher, logged)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max |a - b|, max |a|) in float64; inf if the shapes differ."""
+    if tuple(a.shape) != tuple(b.shape):
+        return float("inf"), 0.0
+    if a.dtype == b.dtype and torch.equal(a, b):
+        return 0.0, 0.0
+    a64, b64 = a.double(), b.double()
+    return (float((a64 - b64).abs().max()) if a.numel() else 0.0,
+            float(a64.abs().max()) if a.numel() else 0.0)
+
+
+class _Table:
+    """Rows ``| stage | quantity | compared | max abs diff | agree |``."""
+
+    def __init__(self) -> None:
+        self.rows = ["| stage | quantity | compared | max abs diff | agree |", "|---|---|---|---|---|"]
+        self.bad = 0
+
+    def add(self, stage: str, quantity: str, compared: str, diff: float, ok: bool) -> None:
+        self.bad += 0 if ok else 1
+        self.rows.append(f"| {stage} | {quantity} | {compared} | {diff:.3g} | {'yes' if ok else 'NO'} |")
+
+    def floats(self, stage: str, quantity: str, rel: list[torch.Tensor] | dict[str, Any],
+               ours: list[torch.Tensor] | dict[str, Any], exact: bool = False) -> None:
+        """Tensors in order (lists) or by name (dicts, None entries: no gradient, must match)."""
+        if isinstance(rel, dict):
+            if set(rel) != set(ours):
+                only = sorted(set(rel) ^ set(ours))[:3]
+                self.add(stage, quantity, f"names differ, e.g. {only}", float("inf"), False)
+                return
+            nones = [k for k in rel if (rel[k] is None) != (ours[k] is None)]
+            if nones:
+                self.add(stage, quantity, f"no gradient on one side only: {nones[:3]}", float("inf"), False)
+                return
+            pairs = [(k, rel[k], ours[k]) for k in rel if rel[k] is not None]
+        else:
+            if len(rel) != len(ours):
+                self.add(stage, quantity, f"{len(rel)} released, {len(ours)} ours", float("inf"), False)
+                return
+            pairs = [(str(i), a, b) for i, (a, b) in enumerate(zip(rel, ours))]
+        worst, worst_name, ok = 0.0, "", True
+        for name, a, b in pairs:
+            diff, scale = _max_diff(a, b)
+            floating = a.is_floating_point() and not exact
+            ok = ok and (diff <= BCP_RTOL * scale + BCP_ATOL if floating else diff == 0)
+            if diff > worst or not worst_name:
+                worst, worst_name = diff, name
+        numel = sum(a.numel() for _, a, _ in pairs)
+        where = f", largest at {worst_name}" if isinstance(rel, dict) and worst > 0 else ""
+        self.add(stage, quantity, f"{len(pairs)} tensors, {numel} values{where}", worst, ok)
+
+
+def compare_bcp_stage(table: _Table, stage: str, rel: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Every quantity of one stage's iteration: logged terms, box, pseudo-labels, loss calls, logits,
+    gradients, student weights and momentum after the step, teacher after EMA, generator states."""
+    for key in rel["logged"]:
+        r, o = rel["logged"][key], ours["logged"].get(key)
+        diff = abs(r - o) if o is not None else float("inf")
+        table.add(stage, f"logged {key}", f"{r:.8f} vs {o if o is None else f'{o:.8f}'}", diff,
+                  diff <= BCP_RTOL * abs(r) + BCP_ATOL)
+    for key in sorted(set(ours["logged"]) - set(rel["logged"])):
+        table.add(stage, f"logged {key}", "ours only: no released counterpart", float("inf"), False)
+    masks = lambda side: [m.float() for call in side["calls"]["mask"] for m in call]  # noqa: E731
+    table.floats(stage, "box mask, loss mask", masks(rel), masks(ours), exact=True)
+    if rel["calls"]["plab"] or ours["calls"]["plab"]:
+        table.floats(stage, "teacher logits (unlabeled a, b)", rel["teacher_out"], ours["teacher_out"])
+        table.floats(stage, "pseudo-labels (a, b)", [p.long() for p in rel["calls"]["plab"]],
+                     [p.long() for p in ours["calls"]["plab"]], exact=True)
+    table.floats(stage, "student logits (each forward)", rel["student_out"], ours["student_out"])
+    flat = lambda side: [torch.as_tensor(v) for call in side["calls"]["mix_loss"]  # noqa: E731
+                         for v in (call if isinstance(call, tuple) else (call,))]
+    if rel["calls"]["mix_loss"] or ours["calls"]["mix_loss"]:
+        table.floats(stage, "mix_loss results (each call)", flat(rel), flat(ours))
+    table.floats(stage, "gradients", rel["grads"], ours["grads"])
+    table.floats(stage, "student state_dict after SGD", rel["student"], ours["student"])
+    table.floats(stage, "SGD momentum buffers", rel["momentum"], ours["momentum"])
+    if rel["teacher"] is not None or ours["teacher"] is not None:
+        table.floats(stage, "teacher state_dict after EMA", rel["teacher"] or {}, ours["teacher"] or {})
+    table.floats(stage, "numpy / torch generator states after", [torch.from_numpy(rel["np_state"].astype(np.int64)),
+                 rel["torch_state"]], [torch.from_numpy(ours["np_state"].astype(np.int64)), ours["torch_state"]],
+                 exact=True)
+
+
+def compare_bcp(released: str, dataset: str, patch: tuple[int, ...], batch_size: int, labeled_bs: int, seed: int,
+                zero_grad: str = "1.8", log: Any = print, network: Any = None
+                ) -> tuple[list[str], int, dict[str, Any]]:
+    """One iteration of each BCP stage on ``dataset``, released against ours. Returns the table's
+    rows, the number of disagreements and facts about the run (the box, pseudo-label counts).
+
+    ``network``: None (the released networks there, ours here), or for a quick test a function
+    building one small network that both sides then use in place of their own (the released V-Net
+    needs patches of at least 48 voxels per side, its ``pool`` of the deepest features)."""
+    if batch_size != 2 * labeled_bs or labeled_bs % 2:
+        raise ValueError("BCP: --batch_size must be 2 x --labeled_bs and --labeled_bs even (halves a and b of the "
+                         "labeled and unlabeled items)")
+    rel = ReleasedBCP(released, dataset)
+    batch = _bcp_batch(dataset, patch, batch_size, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        from methods.bcp import BCP
+        net = network() if network is not None else BCP.build_model(dataset, 2 if dataset == "LA" else 4,
+                                                                      "train", "cpu")
+        init = {k: v.clone() for k, v in net.state_dict().items()}
+    table, facts = _Table(), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        released_start, ours_start = os.path.join(tmp, "released"), os.path.join(tmp, "ours")
+        for stage in BCP_STAGES:
+            t0 = time.time()
+            r, optimizer, account = run_released_bcp(rel, stage, batch, seed, labeled_bs,
+                                                     init if stage == "pre_train" else None,
+                                                     released_start if stage == "self_train" else None, zero_grad,
+                                                     network)
+            t1 = time.time()
+            o = run_ours_bcp(dataset, stage, batch, seed, labeled_bs, patch, init if stage == "pre_train" else None,
+                             ours_start if stage == "self_train" else None, zero_grad, network)
+            log(f"{dataset} {stage}: released {account} [{t1 - t0:.1f}s]; ours BCP.for_stage + train_step "
+                f"[{time.time() - t1:.1f}s]")
+            mask = r["calls"]["mask"][0][0]
+            inside = (mask == 0).nonzero().unbind(1)
+            box = [(int(i.min()), int(i.max()) + 1) for i in inside] if (mask == 0).any() else []
+            facts[stage] = {"pasted_voxels": int((mask == 0).sum()), "box": box,
+                            "pseudo_foreground": [int((p > 0).sum()) for p in r["calls"]["plab"]]}
+            log(f"  box (pasted region) {box or 'EMPTY'}: {facts[stage]['pasted_voxels']} voxels per item"
+                + (f"; pseudo-label foreground voxels {facts[stage]['pseudo_foreground']}"
+                   if r["calls"]["plab"] else ""))
+            compare_bcp_stage(table, stage, r, o)
+            if stage == "pre_train":  # self-train of both sides starts from the released pre-train result
+                weights = {k: v.clone() for k, v in r["student"].items()}
+                os.makedirs(released_start)
+                os.makedirs(ours_start)
+                model = "VNet" if dataset == "LA" else "unet"
+                torch.save({"net": weights, "opt": optimizer.state_dict()},
+                           os.path.join(released_start, f"{model}_best_model.pth"))
+                torch.save(weights, os.path.join(ours_start, f"{model}_best_model.pth"))
+                torch.save(optimizer.state_dict(), os.path.join(ours_start, "best_optimizer.pth"))
+    table.rows += ["", f"{table.bad} disagreements (floating quantities: max abs diff <= {BCP_RTOL:g} x max abs "
+                   f"released + {BCP_ATOL:g}; masks, pseudo-labels, integer buffers and generator states: equal)"]
+    return table.rows, table.bad, facts
+
+
+def main_bcp(args: argparse.Namespace) -> int:
+    if not os.path.isfile(os.path.join(args.released, "code", BCP_SCRIPTS[args.dataset])):
+        raise SystemExit(f"--released {args.released}: no code/{BCP_SCRIPTS[args.dataset]} there; clone "
+                         "DeepMed-Lab-ECNU/BCP and pass its folder")
+    sys.path.insert(0, os.path.join(ROOT, "code"))
+    patch_default, batch_default, labeled_default = BCP_RELEASED_SIZE[args.dataset]
+    patch = tuple(args.patch_size or patch_default)
+    if len(patch) != len(patch_default):
+        raise SystemExit(f"--patch_size takes {len(patch_default)} numbers for {args.dataset}")
+    labeled_bs = args.labeled_bs or labeled_default
+    batch_size = args.batch_size or (2 * labeled_bs if args.labeled_bs else batch_default)
+    if args.dataset == "LA" and patch != LA_MASK_RANGE:
+        print(f"note: patch {patch} is not the released 112x112x80; the released context_mask draws the box corner "
+              f"in ranges of the literals 112, 112, 80, so ours gets copy_paste_mask(range_size={LA_MASK_RANGE})")
+    print(f"BCP {args.dataset}: patch {patch}, batch {batch_size} ({labeled_bs} labeled), seed {args.seed}, "
+          f"zero_grad {args.torch_zero_grad}, torch {torch.__version__} on the CPU", flush=True)
+    rows, bad, facts = compare_bcp(args.released, args.dataset, patch, batch_size, labeled_bs, args.seed,
+                                   args.torch_zero_grad)
+    text = "\n".join(rows)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"comparison_bcp_{args.dataset}.md"), "w") as f:
+            f.write(text + "\n")
+    print(text)
+    if not all(f["pasted_voxels"] for f in facts.values()):
+        print("warning: the box lies outside the patch (nothing pasted); choose another --seed")
+    return 0 if bad == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--released", required=True, help="a checkout of ycwu1997/SS-Net (holds code/train_ss_2d.py)")
-    p.add_argument("--root_path", required=True, help="ACDC folder in the released layout (e.g. synthetic data)")
-    p.add_argument("--out", required=True, help="work folder (both runs, logs, comparison.md)")
+    p.add_argument("--method", choices=["ssnet", "bcp"], default="ssnet",
+                   help="ssnet: whole SS-Net ACDC runs compared log by log (default); bcp: one BCP iteration of "
+                        "each stage compared quantity by quantity")
+    p.add_argument("--dataset", choices=sorted(BCP_SCRIPTS), help="with --method bcp: LA or ACDC")
+    p.add_argument("--released", required=True,
+                   help="a checkout of ycwu1997/SS-Net (holds code/train_ss_2d.py), or with --method bcp of "
+                        "DeepMed-Lab-ECNU/BCP (holds code/LA_BCP_train.py and code/ACDC_BCP_train.py)")
+    p.add_argument("--root_path", help="ACDC folder in the released layout (e.g. synthetic data); --method ssnet")
+    p.add_argument("--out", help="work folder (both runs, logs, comparison.md); required with --method ssnet, "
+                                 "with --method bcp optional (comparison_bcp_<dataset>.md)")
     p.add_argument("--iterations", type=int, default=400, help="training iterations of both runs")
-    p.add_argument("--patch_size", type=int, nargs=2, default=[128, 128], help="training and validation slice size")
-    p.add_argument("--batch_size", type=int, default=8, help="batch size")
-    p.add_argument("--labeled_bs", type=int, default=4, help="labeled items per batch")
+    p.add_argument("--patch_size", type=int, nargs="+", default=None,
+                   help="training and validation slice size (default 128 128); --method bcp: the patch (default "
+                        "the released 112 112 80 on LA, 256 256 on ACDC)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="batch size (default 8; --method bcp: the released 8 on LA, 24 on ACDC, or 2 x --labeled_bs)")
+    p.add_argument("--labeled_bs", type=int, default=None,
+                   help="labeled items per batch (default 4; --method bcp: the released 4 on LA, 12 on ACDC)")
     p.add_argument("--labelnum", type=int, default=3, help="labeled patients")
     p.add_argument("--seed", type=int, default=1337, help="seed of both runs")
     p.add_argument("--consistency", type=float, default=0.1, help="final unsupervised weight")
@@ -198,6 +814,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--print_every", type=int, default=50, help="table rows every N iterations")
     p.add_argument("--ours_flags", nargs=argparse.REMAINDER, default=[], help="extra flags for our train_acdc.py")
     args = p.parse_args(argv)
+    if args.method == "bcp":
+        if args.dataset is None:
+            p.error("--method bcp needs --dataset LA or ACDC")
+        return main_bcp(args)
+    for flag in ("root_path", "out"):
+        if getattr(args, flag) is None:
+            p.error(f"the following arguments are required: --{flag}")
+    args.patch_size = args.patch_size or [128, 128]
+    if len(args.patch_size) != 2:
+        p.error("--patch_size takes 2 numbers (the ACDC slice size)")
+    args.batch_size = 8 if args.batch_size is None else args.batch_size
+    args.labeled_bs = 4 if args.labeled_bs is None else args.labeled_bs
     if not os.path.isfile(os.path.join(args.released, "code", "train_ss_2d.py")):
         p.error(f"--released {args.released}: no code/train_ss_2d.py there; clone ycwu1997/SS-Net and pass its folder")
     sys.path.insert(0, os.path.join(ROOT, "code"))
