@@ -136,7 +136,7 @@ def run_evaluations(args: TestConfig, jobs: list[tuple[str, torch.device, str, s
     import time
 
     from methods import build_test_model
-    from engine.checkpoints import load_weights
+    from engine.checkpoints import load_weights, read_weights
 
     description = get_dataset(dataset)
     dataset = description.name
@@ -148,7 +148,8 @@ def run_evaluations(args: TestConfig, jobs: list[tuple[str, torch.device, str, s
         handlers = add_log_file(os.path.join(out_dir, "test_log.txt"))
         try:
             logger.info("Arguments: %s", args.to_dict())
-            model = build_test_model(args.method, description, args.num_classes, device, args.model)
+            model = build_test_model(args.method, description, args.num_classes, device, args.model,
+                                     state=read_weights(ckpt))
             load_weights(model, ckpt, device)
             logger.info("Evaluating the %s checkpoint %s on %d %s test volumes from %s on %s; results go to %s",
                         which, ckpt, num_cases, dataset, args.root_path, device, out_dir)

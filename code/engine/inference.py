@@ -109,7 +109,15 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def _probabilities(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Softmax over channels (sigmoid for a single-channel output). (B, C, *S) -> (B, C, *S)."""
+    """Softmax over channels (sigmoid for a single-channel output). (B, C, *S) -> (B, C, *S).
+
+    A single-channel output with ``num_classes == 2`` (SASSNet/DTC with ``--baseline_heads
+    released``, as their public code) gives ``[1 - sigmoid(z), sigmoid(z)]``: the foreground
+    channel is the released test's sigmoid, so ``> 0.5`` on its window average is the released rule.
+    """
+    if logits.shape[1] == 1 and num_classes == 2:
+        fg = torch.sigmoid(logits)
+        return torch.cat([1 - fg, fg], dim=1)
     if logits.shape[1] != num_classes:
         raise ValueError(
             f"The model outputs {logits.shape[1]} channel(s) but num_classes={num_classes}; "

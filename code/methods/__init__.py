@@ -56,7 +56,7 @@ def add_method_args(parser: argparse.ArgumentParser, dataset: DatasetDescription
 
 
 def build_test_model(method: str, dataset: Any, num_classes: int, device: Any,
-                     model: str | None = None) -> nn.Module:
+                     model: str | None = None, state: Any = None) -> nn.Module:
     """The network whose checkpoint a test script loads for ``--method`` (test mode, no dropout).
 
     Its first output is the one the method is tested on: SS-Net's
@@ -69,5 +69,9 @@ def build_test_model(method: str, dataset: Any, num_classes: int, device: Any,
         num_classes: output classes C.
         device: where to build it.
         model: SS-Net's network name (``--model``; default the dataset's).
+        state: the weights the network will load (optional): the method may read its shape off
+            them (SASSNet/DTC: ``--baseline_heads`` of the run, from the heads' shapes).
     """
-    return get_method(method).build_model(dataset, num_classes, "test", device, model=model)
+    cls = get_method(method)
+    kwargs = {} if state is None else cls.test_model_kwargs(state)
+    return cls.build_model(dataset, num_classes, "test", device, model=model, **kwargs)

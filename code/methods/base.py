@@ -198,6 +198,12 @@ class Method(abc.ABC):
         """The method's network (``mode`` ``"train"`` or ``"test"``); ``model`` is ``--model``."""
 
     @classmethod
+    def test_model_kwargs(cls, state: Any) -> dict[str, Any]:
+        """Extra :meth:`build_model` arguments read off the weights ``state`` of the checkpoint a
+        test script evaluates (none by default; SASSNet/DTC: the heads the shapes show)."""
+        return {}
+
+    @classmethod
     @abc.abstractmethod
     def from_config(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
                     device: torch.device) -> Method:

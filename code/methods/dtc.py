@@ -16,18 +16,19 @@ channels each, README "Baselines"). One iteration:
 
 Dice: LA the foreground channel, ACDC the 4-class mean (1e-5 smoothing).
 Tested on the segmentation head (the first output).
+
+``--baseline_heads released`` (LA): the public code's 1-channel heads
+(:class:`methods.common.SDFBaseline`): p = sigmoid(z) in the Dice and in the
+consistency, the SDF of label > 0, BCE logged; weights and ramp unchanged.
 """
 from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from methods.base import RunConfig
-from methods.common import Baseline, SDFOptions, sq_dice_loss
-from methods.sdf import DTC_K, sdf_target, sdf_to_mask
-from utils.losses import logged_cross_entropy
+from methods.common import PROJECT_HEADS, SDFBaseline
+from methods.sdf import DTC_K, sdf_to_mask
 
 
 def dual_task_consistency(sdf: torch.Tensor, probs: torch.Tensor, k: float = DTC_K) -> torch.Tensor:
@@ -37,31 +38,26 @@ def dual_task_consistency(sdf: torch.Tensor, probs: torch.Tensor, k: float = DTC
     return torch.mean((sdf_to_mask(sdf, k) - probs) ** 2)
 
 
-class DTC(Baseline):
+class DTC(SDFBaseline):
     """DTC on LA (3D) or ACDC (2D); ``model(x)`` returns ``(logits, sdf)``.
 
     Args:
         dataset, model, num_classes, labeled_bs, consistency, consistency_rampup:
             see :class:`methods.common.Baseline`.
         beta: weight of the SDF loss (0.3).
+        heads: ``"project"`` (C-channel heads) or ``"released"`` (LA: the public 1-channel heads;
+            the consistency then compares sigmoid(-1500 s) with sigmoid(z), as released).
     """
 
     key = "dtc"
     name = "DTC"
-    Options = SDFOptions
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_consistency", "consistency_weight")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
                  consistency: float | None = None, consistency_rampup: float | None = None,
-                 beta: float = 0.3) -> None:
-        super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
+                 beta: float = 0.3, heads: str = PROJECT_HEADS) -> None:
+        super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup, heads)
         self.beta = beta
-
-    @classmethod
-    def kwargs_from_config(cls, config: RunConfig, dataset: Any, num_classes: int,
-                           device: torch.device) -> dict[str, Any]:
-        """``--beta`` (a SASSNet flag: both weight the SDF regression loss)."""
-        return {"beta": config.options.beta}
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
@@ -69,15 +65,10 @@ class DTC(Baseline):
         lbs = self.labeled_bs
         self.model.train()
         logits, sdf = self.model(image)
-        probs = F.softmax(logits, dim=1)
-        labels = label[:lbs]
-        out: dict[str, torch.Tensor] = {}
-        out["loss_sdf"] = F.mse_loss(sdf[:lbs], sdf_target(labels, sdf.shape[1]))
-        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
-        out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised (released)
+        probs, out = self.supervised_terms(logits, sdf, label[:lbs])
         out["loss_consistency"] = dual_task_consistency(sdf, probs)
         w = self.weight(iter_num)
         out["loss"] = out["loss_dice"] + self.beta * out["loss_sdf"] + w * out["loss_consistency"]
         out["consistency_weight"] = torch.tensor(w)
-        out["probs"] = probs.detach()
+        out["probs"] = self.snapshot_probs(probs)
         return out

@@ -25,8 +25,14 @@ smallest labeled set (0.01 at 16 LA labels, 0.015 at 8), used for every row
 of Tables 1-2 (all at most 10% labels); L = 40 on LA (public), 200 on ACDC
 (no public 2D SASSNet; 200 is the 2D ramp of every SSL4MIS baseline over
 30000 iterations). Dice: LA the foreground channel, ACDC the 4-class mean.
+
+``--baseline_heads released`` (LA): the public code's 1-channel heads
+(:class:`methods.common.SDFBaseline`): p = sigmoid(z), Dice on p, BCE logged,
+the SDF of label > 0, and D = FC3DDiscriminator on the 1-channel SDF map;
+every weight, ramp and the discriminator step unchanged.
 """
 from __future__ import annotations
+import argparse
 import logging
 from typing import Any
 from collections.abc import Sequence
@@ -37,10 +43,8 @@ from torch import nn
 
 from datasets import get_dataset
 from methods.base import RunConfig
-from methods.common import Baseline, SDFOptions, sq_dice_loss
-from methods.sdf import sdf_target
+from methods.common import BASELINE_HEADS, PROJECT_HEADS, SDFBaseline, check_heads
 from networks.discriminator import FC3DDiscriminator, FCDiscriminator
-from utils.losses import logged_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def discriminator_targets(batch_size: int, labeled_bs: int, device: Any = None) 
     return target
 
 
-class SASSNet(Baseline):
+class SASSNet(SDFBaseline):
     """SASSNet on LA (3D) or ACDC (2D).
 
     Args:
@@ -66,18 +70,20 @@ class SASSNet(Baseline):
         consistency, consistency_rampup: lambda and L of the adversarial weight.
         beta: weight of the SDF loss (0.3).
         d_lr: learning rate of the discriminator's Adam (1e-4).
+        heads: ``"project"`` (C-channel heads) or ``"released"`` (LA: the public 1-channel heads;
+            the discriminator then takes a 1-channel SDF map, as released).
     """
 
     key = "sassnet"
     name = "SASSNet"
     args_title = "--method sassnet and dtc"
-    Options = SDFOptions
     log_keys = ("loss", "loss_dice", "loss_sdf", "loss_ce", "loss_adv", "loss_D", "consistency_weight")
 
     def __init__(self, dataset: Any, model: nn.Module, num_classes: int, labeled_bs: int,
                  discriminator: nn.Module, consistency: float | None = None,
-                 consistency_rampup: float | None = None, beta: float = 0.3, d_lr: float = D_LR) -> None:
-        super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup)
+                 consistency_rampup: float | None = None, beta: float = 0.3, d_lr: float = D_LR,
+                 heads: str = PROJECT_HEADS) -> None:
+        super().__init__(dataset, model, num_classes, labeled_bs, consistency, consistency_rampup, heads)
         self.discriminator = discriminator
         self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=d_lr, betas=D_BETAS)
         self.beta = beta
@@ -96,15 +102,31 @@ class SASSNet(Baseline):
 
     @classmethod
     def add_args(cls, parser: Any, dataset: Any) -> None:
-        """``--beta`` (DTC reads it too)."""
+        """``--beta`` and ``--baseline_heads`` (DTC reads them too)."""
         parser.add_argument("--beta", type=float, default=0.3, help="SASSNet/DTC: weight of the SDF regression loss")
+
+        def heads(value: str) -> str:
+            try:
+                return check_heads(value, dataset, cls.key)
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+
+        parser.add_argument("--baseline_heads", type=heads, default=PROJECT_HEADS,
+                            metavar="{%s}" % ",".join(BASELINE_HEADS),
+                            help="SASSNet/DTC heads: 'project' (C-channel softmax segmentation and C-channel tanh "
+                                 "SDF heads: the MACs of SS-Net's tables) or 'released' (LA only: the public 3D "
+                                 "code's 1-channel sigmoid segmentation and 1-channel tanh SDF heads, losses as "
+                                 "released; tested as sigmoid > 0.5)")
 
     @classmethod
     def kwargs_from_config(cls, config: RunConfig, dataset: Any, num_classes: int,
                            device: torch.device) -> dict[str, Any]:
-        """The discriminator (built after the segmentation network) and ``--beta``."""
-        return {"discriminator": cls.build_discriminator(dataset, num_classes, list(config.patch_size), device),
-                "beta": config.options.beta}
+        """The discriminator (built after the segmentation network, for the SDF head's channels),
+        ``--beta`` and ``--baseline_heads``."""
+        kwargs = super().kwargs_from_config(config, dataset, num_classes, device)
+        sdf_channels = 1 if config.options.baseline_heads != PROJECT_HEADS else num_classes
+        kwargs["discriminator"] = cls.build_discriminator(dataset, sdf_channels, list(config.patch_size), device)
+        return kwargs
 
     def step(self, image: torch.Tensor, label: torch.Tensor, iter_num: int) -> dict[str, torch.Tensor]:
         """Generator losses of one iteration; image (B, 1, *S), label (B, *S), labeled items first."""
@@ -113,13 +135,7 @@ class SASSNet(Baseline):
         self.model.train()
         self.discriminator.eval()
         logits, sdf = self.model(image)
-        probs = F.softmax(logits, dim=1)
-        labels = label[:lbs]
-        gt_sdf = sdf_target(labels, sdf.shape[1])
-        out: dict[str, torch.Tensor] = {}
-        out["loss_sdf"] = F.mse_loss(sdf[:lbs], gt_sdf)
-        out["loss_dice"] = sq_dice_loss(probs[:lbs], labels, self.data)
-        out["loss_ce"] = logged_cross_entropy(logits[:lbs], labels)  # logged, not optimised (released)
+        probs, out = self.supervised_terms(logits, sdf, label[:lbs])
         d_out = self.discriminator(sdf[lbs:], image[lbs:])
         out["loss_adv"] = F.cross_entropy(d_out, torch.ones(d_out.shape[0], dtype=torch.long, device=d_out.device))
         w = self.weight(iter_num)
@@ -127,7 +143,7 @@ class SASSNet(Baseline):
         out["consistency_weight"] = torch.tensor(w)
         # the discriminator loss is computed in after_step; until then, the previous iteration's
         out["loss_D"] = self._last_d_loss if self._last_d_loss is not None else logits.new_zeros(())
-        out["probs"] = probs.detach()
+        out["probs"] = self.snapshot_probs(probs)
         self._image, self._out = image.detach(), out
         return out
 

@@ -10,7 +10,8 @@ dropout) with a second 1x1x1 head on the last decoder feature map ``x9``:
 Head channels (documented choice, README "Baselines"): both heads have C
 channels (2 on LA), which is what the MACs of SS-Net's Table 1 imply (47.05 G,
 vs 47.02 G for 1-channel heads); the public SASSNet/DTC code uses one channel
-for each head (``sdf_channels=1`` with ``n_classes=1`` builds that variant).
+for each head (``sdf_channels=1`` with ``n_classes=1`` builds that variant:
+:func:`released_vnet_sdf`, ``--baseline_heads released``).
 
 Output order differs from the public code, which returns ``(sdf, logits)``:
 here the segmentation logits come first, because the trainer, the validation
@@ -56,3 +57,15 @@ class VNetSDF(nn.Module):
         check_input(x, "VNetSDF", spatial_dims=3, in_channels=self.in_channels, multiple=16)
         logits, x9 = self.decoder(self.encoder(x))
         return logits, self.tanh(self.out_conv_sdf(x9))
+
+
+def released_vnet_sdf(n_channels: int = 1, has_dropout: bool = False) -> VNetSDF:
+    """The public SASSNet/DTC 3D network (``VNet(n_classes=num_classes - 1)``): a 1-channel
+    segmentation logit ``z`` (tested as sigmoid(z) > 0.5) and a 1-channel tanh SDF head.
+
+    The public module names map onto this one's: ``block_*`` -> ``encoder.block_*`` (through
+    ``block_five``) or ``decoder.block_*`` (from ``block_five_up``), ``out_conv2`` (segmentation) ->
+    ``decoder.out_conv``, ``out_conv`` (SDF) -> ``out_conv_sdf``; the public forward returns
+    ``(sdf, logits)``, this one ``(logits, sdf)``.
+    """
+    return VNetSDF(n_channels=n_channels, n_classes=1, has_dropout=has_dropout, sdf_channels=1)
