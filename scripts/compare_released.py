@@ -68,6 +68,51 @@ masks, labels, integer buffers and generator states exactly. At an LA patch othe
 than 112x112x80 ours gets ``copy_paste_mask(range_size=(112, 112, 80))``, the
 released literal corner ranges (printed as a note; choose a ``--seed`` whose box
 falls in the patch). ``tests/test_bcp_released.py`` runs it at a tiny size.
+
+AD-MT, iterations with each teacher (``--method admt``)::
+
+    git clone https://github.com/ZhenZHAO/AD-MT /tmp/ADMT               # the authors' code, not shipped here
+    python scripts/compare_released.py --method admt --dataset LA --released /tmp/ADMT     # ~10 min on 2 cores
+    python scripts/compare_released.py --method admt --dataset ACDC --released /tmp/ADMT   # ~5 min
+    # smaller (seconds): --dataset ACDC --patch_size 32 32 --labeled_bs 2 (batch 2 x labeled_bs), or
+    # --dataset LA --patch_size 16 16 16 --labeled_bs 2 (the V-Net needs multiples of 16);
+    # --iterations 3 --rampup 0: a third iteration with a non-zero EMA momentum (0.5)
+
+The released ``train`` of ``code/train_post_3d_aut.py`` (LA) / ``code/train_post_2d_aut.py`` (ACDC)
+runs, configured by its ``cfgs/config_3d_la_aut.yml`` / ``cfgs/config_2d_aut.yml``, and ours runs
+``ADMT.for_stage`` (from our parsed flags), ``make_optimizer`` and per iteration the learning rate of
+``engine.training.learning_rate`` (as ``Trainer`` sets it) and ``engine.trainer.train_step``, for
+``--iterations`` (default 2) iterations on the same synthetic batches (default: the released patch and
+batch, LA 112x112x80 x 4, ACDC 256x256 x 24; the unlabeled items first, as the released sampler orders
+them; weak and strong views: the released side gets ``image_weak``, ``image_strong``, ``label_aug``,
+ours the same tensors as ``image`` (B, 2, *S) = [weak, strong] and ``label``), the same initial
+weights of the student, teacher 1 and teacher 2 (each its own, loaded into both sides; the output
+convolution scaled by ``--logit_scale`` and its class-0 bias raised by ``--background_bias``, so that
+confident pseudo-labels, teachers' conflicts and the student's labels all occur from iteration 0) and
+the same seed (``random``, ``numpy``, ``torch`` seeded alike before each side builds its networks). The
+switch's first period, once drawn on both sides, is set to ``--first_period`` (default 1): iteration 0
+runs teacher 1 (the photometric strong view), iteration 1 teacher 2 (CutMix of the weak views). Both
+iterations run at 0.01 (the released poly rate is set after each step from the step's 0-based index).
+The released script is not imported (it parses flags and trains under ``__main__``): its ``def``s and
+the first statements of its ``__main__`` block (the parser, parsed from ``--cfg <yaml>``, and the yaml
+read through ``update_values``) are executed from the released file; then ``batch_size``,
+``labeled_bs``, ``patch_size`` and ``seed`` (and ``consistency_rampup`` with ``--rampup``) are set, and
+the released ``train`` runs on a loader of the prepared batches until the validation after the last
+one (a stand-in that ends the run). The names its imports bind are the real libraries and the
+released ``utils/losses.py``, ``utils/ramps.py``, ``dataloaders/mixaugs.py``, ``networks/{vnet,unet}.py``
+(imported by path), ``net_factory``, ``train_utils.py``'s ``AlternateUpdate`` and
+``get_compromise_pseudo_btw_tea_stu`` and ``utils/util.py``'s helpers (selected with ``ast``), except the
+data pipeline, tensorboard and pandas (record the scalars and the csv row), tqdm and validation;
+``.cuda()`` is a no-op and ``--torch_zero_grad`` applies as above. The table gives, per iteration, every
+logged term (the released tensorboard scalars and csv row: total, supervised, unsupervised loss, weight,
+high-confidence ratio, conflict ratio (the released count per item / voxels), the active teacher), the
+learning rate of the step and the one set after it, both teachers' logits, CutMix's image, pseudo-labels,
+confidences and conflict mask, the student's logits, the conflict combating's inputs (ensemble
+pseudo-labels and confidences, the student's labels and confidences, the teachers' conflict mask) and
+results, the gradients, the student's state_dict and SGD momentum after the step, both teachers'
+state_dicts after the EMA, the switch (active, counter, period) and the numpy/torch/python generator
+states after; also the three networks as built from the seed and the settings both sides read. The exit
+status is 0 when all agree (tolerances as for BCP). ``tests/test_admt_released.py`` runs it at a tiny size.
 """
 from __future__ import annotations
 import argparse
@@ -783,26 +828,604 @@ def main_bcp(args: argparse.Namespace) -> int:
     return 0 if bad == 0 else 1
 
 
+# =========================================================================== AD-MT: iterations of each teacher
+#
+# As for BCP, the released script is not imported (it parses flags and trains under ``__main__``).
+# Executed from the released file: every top-level ``def`` (``train``, ``update_ema_variables``,
+# ``get_current_consistency_weight``, ACDC ``patients_to_slices``) and the first statements of its
+# ``__main__`` block, the parser through ``update_values(options_yaml, args)`` (flags parsed from a
+# patched ``sys.argv``, then the released yaml of ``cfgs/`` read from the checkout's root, which
+# overrides them). Not executed: the imports (the names they bind are given, see
+# :meth:`ReleasedADMT._namespace`), the GPU, seeding, output and logging statements of ``__main__``
+# (each side is seeded here), and its ``train(...)`` call: the released ``train`` is called here, on
+# a loader of the prepared batches; it stops at the validation that follows the loader's last batch.
+
+ADMT_SCRIPTS = {"LA": ("train_post_3d_aut.py", "config_3d_la_aut.yml"),
+                "ACDC": ("train_post_2d_aut.py", "config_2d_aut.yml")}
+ADMT_RELEASED_SIZE = {"LA": ((112, 112, 80), 4, 2), "ACDC": ((256, 256), 24, 12)}  # patch, batch, labeled
+#: default scale of the output convolution and bias added to its class-0 output (see :func:`_admt_inits`)
+ADMT_INIT = {"LA": (4.0, 0.0), "ACDC": (8.0, 3.0)}
+ADMT_ROLES = ("student", "teacher 1", "teacher 2")  # the released build order: model, ema_model, ema_model_another
+
+#: our logged key -> the released record of the same iteration (tensorboard tag, or ``csv/<column>`` of the
+#: per-iteration csv row); ``conflict_ratio``: the released count per item, divided here by the voxels of an
+#: item (ours logs the fraction); ``teacher``: the released switch state when the batch was fetched
+ADMT_LOGGED = {"loss": "info/total_loss", "loss_sup": "info/loss_lb", "loss_unsup": "info/loss_ulb",
+               "weight": "info/consistency_weight", "high_ratio": "csv/high_ratio",
+               "conflict_ratio": "info/conflict_ratio", "teacher": "switch at fetch"}
+
+
+class _ValidationReached(Exception):
+    """Raised by the validation stand-in: the released loop has run every prepared batch."""
+
+
+class _ADMTRecorder:
+    """One side's AD-MT run: per iteration the recorded calls (CutMix, conflict combating, the optimiser
+    step), the forward outputs of each network, and a snapshot after the iteration's last statement
+    (weights, momentum, switch, generator states)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+        self.built: dict[str, dict[str, torch.Tensor]] = {}
+        self.optimizer: Any = None
+        self.switch: Any = None
+        self.scalars: dict[int, dict[str, float]] = {}
+        self.at_fetch: list[bool] = []
+        self.iterations: list[dict[str, Any]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.calls: dict[str, list[Any]] = {"cutmix": [], "combat": [], "step": []}
+        self.outputs: dict[str, list[torch.Tensor]] = {role: [] for role in ADMT_ROLES}
+
+    def watch(self, role: str, model: Any) -> Any:
+        self.models[role] = model
+        model.register_forward_hook(lambda m, i, o: self.outputs[role].append(_first(o).detach().clone()))
+        return model
+
+    def watch_optimizer(self, optimizer: Any, names: dict[int, str]) -> Any:
+        """Record the learning rate and the gradients (by parameter name) at each ``step()``."""
+        self.optimizer = optimizer
+        step = optimizer.step
+
+        def recorded(*a: Any, **k: Any) -> Any:
+            grads = {}
+            for p in optimizer.param_groups[0]["params"]:
+                grads[names[id(p)]] = None if p.grad is None else p.grad.detach().clone()
+            self.calls["step"].append({"lr": float(optimizer.param_groups[0]["lr"]), "grads": grads})
+            return step(*a, **k)
+
+        optimizer.step = recorded
+        return optimizer
+
+    def snapshot(self, switch_state: tuple[int, int, int], key: Any) -> None:
+        """The state after an iteration; ``key`` maps a state_dict key to ours."""
+        states = {role: {key(k): v.detach().clone() for k, v in m.state_dict().items()}
+                  for role, m in self.models.items()}
+        names = [key(n) for n, _ in self.models["student"].named_parameters()]
+        opt_state = self.optimizer.state_dict()["state"]
+        self.iterations.append({
+            "calls": self.calls, "outputs": self.outputs, "states": states, "switch": switch_state,
+            "momentum": {names[i]: s["momentum_buffer"].clone() for i, s in opt_state.items()
+                         if s.get("momentum_buffer") is not None},
+            "np_state": np.random.get_state()[1].copy(), "torch_state": torch.get_rng_state().clone(),
+            "py_state": torch.tensor(random.getstate()[1], dtype=torch.int64)})
+        self._reset()
+
+    def wrap(self, kind: str, fn: Any, normalise: Any) -> Any:
+        def recorded(*a: Any, **k: Any) -> Any:
+            out = fn(*a, **k)
+            self.calls[kind].append(_detach(normalise(a, out)))
+            return out
+        return recorded
+
+
+def _admt_key_map(released_keys: list[str], ours: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Released state_dict key -> ours, by position (the released LA V-Net has no ``encoder.`` /
+    ``decoder.`` prefixes; the U-Nets' keys are equal). Checked: same count, ours ends with the
+    released key."""
+    keys = list(ours)
+    if len(keys) != len(released_keys) or not all(o == r or o.endswith("." + r) for r, o in zip(released_keys, keys)):
+        raise RuntimeError("AD-MT: the released network's state_dict does not correspond to ours key by key")
+    return dict(zip(released_keys, keys))
+
+
+class ReleasedADMT:
+    """The released AD-MT code of ``dataset`` from the checkout ``root``, loaded without running it."""
+
+    def __init__(self, root: str, dataset: str) -> None:
+        self.root, self.dataset = root, dataset
+        self.code = os.path.join(root, "code")
+        script, cfg = ADMT_SCRIPTS[dataset]
+        self.script, self.cfg = os.path.join(self.code, script), cfg
+        tag = f"admt_released_{dataset.lower()}"
+        with _released_torch("current"):
+            self.losses = _module_from_path(f"{tag}_losses", os.path.join(self.code, "utils", "losses.py"))
+            self.ramps = _module_from_path(f"{tag}_ramps", os.path.join(self.code, "utils", "ramps.py"))
+            self.mixaugs = _module_from_path(f"{tag}_mixaugs", os.path.join(self.code, "dataloaders", "mixaugs.py"))
+            vnet = _module_from_path(f"{tag}_vnet", os.path.join(self.code, "networks", "vnet.py"))
+            unet = _module_from_path(f"{tag}_unet", os.path.join(self.code, "networks", "unet.py"))
+            # networks/net_factory.py: its function, over the released network classes
+            self.factory: dict[str, Any] = {"VNet": vnet.VNet, **{n: getattr(unet, n) for n in (
+                "UNet", "UNet_DS", "UNet_URPC", "UNet_CCT")}}
+            _exec_released(os.path.join(self.code, "networks", "net_factory.py"), self.factory, _defs("net_factory"))
+            # train_utils.py: the switch and the conflict combating; utils/util.py: the script's helpers
+            self.train_utils: dict[str, Any] = {"np": np, "torch": torch, "F": torch.nn.functional}
+            _exec_released(os.path.join(self.code, "train_utils.py"), self.train_utils, lambda n: (
+                isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                and n.name in ("AlternateUpdate", "get_compromise_pseudo_btw_tea_stu")))
+            from datetime import datetime
+            self.util: dict[str, Any] = {"np": np, "datetime": datetime}
+            _exec_released(os.path.join(self.code, "utils", "util.py"), self.util, lambda n: (
+                isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in ("time_str", "update_values",
+                                                                              "AverageMeter")))
+
+    def _namespace(self, rec: _ADMTRecorder, batches: list[dict[str, torch.Tensor]],
+                   inits: list[dict[str, torch.Tensor]], first_period: int, network: Any = None) -> dict[str, Any]:
+        """The names the script's imports bind: the real libraries and released modules, except the data
+        pipeline (a loader of the prepared batches), tensorboard and pandas (record the scalars), tqdm
+        and validation (raises :class:`_ValidationReached`); the network factory, SGD and the switch are
+        wrapped to record what they build (the networks then get the common initial weights; the
+        switch's first period, once drawn, is set to ``first_period`` unless 0)."""
+        import yaml
+
+        key = {"map": None}  # released state_dict key -> ours, known once the student is built
+
+        def to_ours(k: str) -> str:
+            return key["map"][k]
+
+        def switch_state() -> tuple[int, int, int]:
+            s = rec.switch
+            return int(s.flag_alternate), int(s._counter), int(s.random_alternate_period)
+
+        def done(k: int) -> None:  # iteration k has run its last statement
+            if len(rec.iterations) == k:
+                rec.snapshot(switch_state(), to_ours)
+
+        class Loader:  # DataLoader: the training loader (a batch sampler) yields the batches; others one placeholder
+            def __init__(self, dataset: Any = None, batch_size: int = 1, shuffle: bool = False,
+                         batch_sampler: Any = None, **kwargs: Any) -> None:
+                self.training = batch_sampler is not None
+
+            def __len__(self) -> int:
+                return len(batches) if self.training else 1
+
+            def __iter__(self) -> Any:
+                if not self.training:
+                    yield {"image": None, "label": None}  # ACDC's validation loader: to the validation stand-in
+                    return
+                for k, b in enumerate(batches):
+                    if k:
+                        done(k - 1)  # the loop asks for batch k after iteration k - 1
+                    rec.at_fetch.append(bool(rec.switch.flag_alternate))
+                    yield {n: v.clone() for n, v in b.items()}
+                done(len(batches) - 1)
+
+        def validation(*a: Any, **k: Any) -> Any:  # val_3D.var_all_case_LA / val_2D.test_single_volume
+            done(len(batches) - 1)
+            raise _ValidationReached
+
+        class Progress:  # tqdm
+            def __init__(self, iterable: Any, **kwargs: Any) -> None:
+                self.iterable = iterable
+
+            def __iter__(self) -> Any:
+                return iter(self.iterable)
+
+            def close(self) -> None:
+                pass
+
+        class Writer:  # torch.utils.tensorboard.SummaryWriter
+            def __init__(self, *a: Any, **k: Any) -> None:
+                pass
+
+            def add_scalar(self, tag: str, value: Any, step: int) -> None:
+                rec.scalars.setdefault(int(step), {})[tag] = float(value)
+
+            def close(self) -> None:
+                pass
+
+        class Frame:  # pandas.DataFrame of the per-iteration csv row: its columns recorded, nothing written
+            def __init__(self, data: dict[str, Any], index: Any) -> None:
+                row = rec.scalars.setdefault(int(list(index)[0]), {})
+                row.update({f"csv/{k}": float(v) for k, v in data.items()})
+
+            def to_csv(self, *a: Any, **k: Any) -> None:
+                pass
+
+        class Stub:  # datasets, transforms: built by the script, unused with Loader
+            def __init__(self, *a: Any, **k: Any) -> None:
+                pass
+
+            def __len__(self) -> int:
+                return 10 ** 4
+
+        def net_factory(*a: Any, **k: Any) -> Any:
+            net = network() if network is not None else self.factory["net_factory"](*a, **k)
+            role = ADMT_ROLES[len(rec.models)]
+            if key["map"] is None:
+                key["map"] = _admt_key_map(list(net.state_dict()), inits[0])
+            rec.built[role] = {to_ours(n): v.detach().clone() for n, v in net.state_dict().items()}
+            net.load_state_dict({n: inits[len(rec.models)][to_ours(n)] for n in net.state_dict()})
+            return rec.watch(role, net)
+
+        def sgd(params: Any, *a: Any, **k: Any) -> Any:
+            params = list(params)
+            names = {id(p): to_ours(n) for n, p in rec.models["student"].named_parameters()}
+            return rec.watch_optimizer(torch.optim.SGD(params, *a, **k), names)
+
+        class AlternateUpdate(self.train_utils["AlternateUpdate"]):  # noqa: N801 (the released name)
+            def __init__(inner, *a: Any, **k: Any) -> None:  # noqa: N805
+                super().__init__(*a, **k)
+                if first_period:
+                    inner.random_alternate_period = first_period
+                rec.switch = inner
+
+        combat = self.train_utils["get_compromise_pseudo_btw_tea_stu"]
+        mix = self.mixaugs.cut_mix_3d if self.dataset == "LA" else self.mixaugs.cut_mix
+        ns: dict[str, Any] = {
+            "__name__": "admt_released_script", "argparse": argparse, "logging": logging, "os": os,
+            "osp": os.path, "random": random, "sys": sys, "yaml": yaml, "np": np, "torch": torch,
+            "cudnn": torch.backends.cudnn, "nn": torch.nn, "F": torch.nn.functional, "optim": types.SimpleNamespace(
+                SGD=sgd), "pd": types.SimpleNamespace(DataFrame=Frame), "SummaryWriter": Writer,
+            "CrossEntropyLoss": torch.nn.CrossEntropyLoss, "DataLoader": Loader,
+            "transforms": types.SimpleNamespace(Compose=Stub), "tqdm": Progress, "net_factory": net_factory,
+            "losses": self.losses, "ramps": self.ramps, "update_values": self.util["update_values"],
+            "time_str": self.util["time_str"], "AverageMeter": self.util["AverageMeter"],
+            "AlternateUpdate": AlternateUpdate,
+            "get_compromise_pseudo_btw_tea_stu": rec.wrap("combat", combat, lambda a, out: (
+                [a[0], a[1], a[2], a[3], a[5]], list(out))),
+            "LAHeart": Stub, "Pancreas": Stub, "BaseDataSets": Stub, "WeakStrongAugment": Stub,
+            "TwoStreamBatchSampler": Stub, "var_all_case_LA": validation, "var_all_case_Pancrease": validation,
+            "test_single_volume": validation,
+        }
+        ns["cut_mix_3d" if self.dataset == "LA" else "cut_mix"] = rec.wrap("cutmix", mix, lambda a, out: list(out))
+        return ns
+
+    def load(self, rec: _ADMTRecorder, batches: list[dict[str, torch.Tensor]], inits: list[dict[str, torch.Tensor]],
+             argv: list[str], overrides: dict[str, Any], first_period: int,
+             network: Any = None) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """The script's functions, and its parsed flags updated from the released yaml, then from
+        ``overrides`` (the batch and patch of the comparison, which the yaml would set otherwise).
+        Returns the namespace, the flags (a dict, as released) and an account of what was executed."""
+        ns = self._namespace(rec, batches, inits, first_period, network)
+        defs = _exec_released(self.script, ns, lambda n: isinstance(n, ast.FunctionDef))
+        with open(self.script) as f:
+            tree = ast.parse(f.read(), filename=self.script)
+        main = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)][0].body
+        end = next(i for i, n in enumerate(main) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+                   and isinstance(n.value.func, ast.Name) and n.value.func.id == "update_values")
+        block = main[:end + 1]
+        saved_argv, saved_cwd = sys.argv, os.getcwd()
+        try:
+            sys.argv = [os.path.basename(self.script)] + argv
+            os.chdir(self.root)  # the yaml is read from './cfgs' (the released scripts run from the root)
+            exec(compile(ast.Module(body=block, type_ignores=[]), self.script, "exec"), ns)
+        finally:
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+        args = ns["args"]
+        args.update(overrides)
+        account = (f"{os.path.basename(self.script)}: {len(defs)} functions ({', '.join(n.name for n in defs)}); "
+                   f"__main__ lines {block[0].lineno}-{block[-1].end_lineno} (parser, argv {' '.join(argv)}, "
+                   f"cfgs/{self.cfg} via update_values); then set {json.dumps(overrides)}")
+        return ns, args, account
+
+
+def _admt_batches(dataset: str, patch: tuple[int, ...], batch: int, seed: int,
+                  iterations: int) -> list[dict[str, torch.Tensor]]:
+    """One synthetic batch per iteration, UNLABELED items first (the released sampler's order): the
+    weak view as :func:`_bcp_batch` makes the image, the strong view a photometric change of it
+    (per item contrast, brightness and noise). Labels as the released loaders give them (LA int64,
+    ACDC uint8)."""
+    out = []
+    for k in range(iterations):
+        b = _bcp_batch(dataset, patch, batch, seed + 1000 * k)
+        rs = np.random.RandomState(seed + 1000 * k + 1)
+        weak = b["image"]
+        shape = (batch,) + (1,) * (weak.dim() - 1)
+        contrast = torch.from_numpy(rs.uniform(0.5, 1.5, size=shape).astype(np.float32))
+        shift = torch.from_numpy(rs.uniform(-0.5, 0.5, size=shape).astype(np.float32))
+        noise = torch.from_numpy(rs.normal(0.0, 0.2, size=tuple(weak.shape)).astype(np.float32))
+        out.append({"image_weak": weak, "image_strong": weak * contrast + shift + noise, "label_aug": b["label"]})
+    return out
+
+
+def _admt_inits(dataset: str, seed: int, scale: float, background: float,
+                network: Any = None) -> list[dict[str, torch.Tensor]]:
+    """The common initial weights of the student, teacher 1 and teacher 2 (ours, built in turn from
+    ``seed``), the output convolution of each multiplied by ``scale`` and ``background`` added to its
+    bias of class 0 (sharper softmax maps on which the teachers agree more often, so that pseudo-labels
+    pass the confidence thresholds and the conflict combating acts from iteration 0)."""
+    from methods.admt import ADMT
+
+    inits = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in ADMT_ROLES:
+            net = network() if network is not None else ADMT.build_model(dataset, 2 if dataset == "LA" else 4,
+                                                                         "train", "cpu")
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            for k in state:
+                if k.split(".")[-2] == "out_conv":
+                    state[k] = state[k] * scale
+                    if k.endswith("bias"):
+                        state[k][0] += background
+            inits.append(state)
+    return inits
+
+
+def run_released_admt(rel: ReleasedADMT, batches: list[dict[str, torch.Tensor]], seed: int, labeled_bs: int,
+                      patch: tuple[int, ...], inits: list[dict[str, torch.Tensor]], first_period: int,
+                      rampup: float | None, zero_grad: str,
+                      network: Any = None) -> tuple[_ADMTRecorder, dict[str, Any], str]:
+    """The released ``train`` on ``batches`` (seeded with ``seed``, as its ``__main__`` seeds ``random``,
+    ``numpy`` and ``torch``); it stops at the validation after the last batch."""
+    rec = _ADMTRecorder()
+    overrides: dict[str, Any] = {"batch_size": int(batches[0]["image_weak"].shape[0]), "labeled_bs": labeled_bs,
+                                 "patch_size": list(patch), "seed": seed}
+    if rampup is not None:
+        overrides["consistency_rampup"] = rampup
+    printed = io.StringIO()
+    with _released_torch(zero_grad), contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the released EMA's deprecated add_(Number, Tensor)
+        ns, args, account = rel.load(rec, batches, inits, ["--cfg", rel.cfg], overrides, first_period, network)
+        with tempfile.TemporaryDirectory() as out:
+            _seed(seed)
+            try:
+                ns["train"](args, out)
+            except _ValidationReached:
+                pass
+            else:
+                raise RuntimeError("the released train() returned before its first validation")
+    if len(rec.iterations) != len(batches):
+        raise RuntimeError(f"the released loop ran {len(rec.iterations)} iterations of {len(batches)}")
+    voxels = int(np.prod(patch))
+    for k, it in enumerate(rec.iterations):
+        row = rec.scalars[k + 1]
+        it["logged"] = {ours: (2.0 - rec.at_fetch[k] if theirs == "switch at fetch" else
+                               row[theirs] / voxels if ours == "conflict_ratio" else row[theirs])
+                        for ours, theirs in ADMT_LOGGED.items()}
+        it["lr_after"] = row["info/lr"]
+    return rec, args, account
+
+
+def run_ours_admt(dataset: str, batches: list[dict[str, torch.Tensor]], seed: int, labeled_bs: int,
+                  patch: tuple[int, ...], inits: list[dict[str, torch.Tensor]], first_period: int,
+                  rampup: float | None, zero_grad: str, network: Any = None) -> tuple[_ADMTRecorder, Any]:
+    """Ours: ``ADMT.for_stage`` from the parsed flags, ``make_optimizer``, then per iteration the
+    learning rate ``learning_rate(...)(k)`` (as ``Trainer`` sets it) and ``train_step``."""
+    import methods.admt as admt_module
+    from datasets import get_dataset
+    from engine.trainer import make_optimizer, train_step
+    from engine.training import learning_rate, parse_args
+
+    d = get_dataset(dataset)
+    flags = ["--method", "admt", "--device", "cpu", "--seed", str(seed),
+             "--batch_size", str(batches[0]["image_weak"].shape[0]), "--labeled_bs", str(labeled_bs),
+             "--patch_size", *map(str, patch), "--zero_grad", "zero" if zero_grad == "1.8" else "none"]
+    if rampup is not None:
+        flags += ["--admt_rampup", str(rampup)]
+    config = parse_args(d, flags)
+    (stage,) = admt_module.ADMT.stages(config, d)
+    rec = _ADMTRecorder()
+    saved = {name: getattr(admt_module, name) for name in ("cut_mix", "combat_conflicts")}
+    build_model = admt_module.ADMT.__dict__["build_model"]
+    try:
+        if network is not None:
+            admt_module.ADMT.build_model = classmethod(lambda cls, *a, **k: network())
+        admt_module.cut_mix = rec.wrap("cutmix", saved["cut_mix"], lambda a, out: [out[0], *out[1]])
+        admt_module.combat_conflicts = rec.wrap("combat", saved["combat_conflicts"],
+                                                lambda a, out: (list(a[:5]), list(out)))
+        _seed(seed)
+        method = admt_module.ADMT.for_stage(config, d, d.num_classes, torch.device("cpu"), stage, None)
+        for role, net, init in zip(ADMT_ROLES, (method.model, *method.teachers), inits):
+            rec.built[role] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            net.load_state_dict(init)
+            rec.watch(role, net)
+        if first_period:
+            method.switch.period = first_period
+        names = {id(p): n for n, p in method.model.named_parameters()}
+        optimizer = rec.watch_optimizer(make_optimizer(method.model, config.base_lr), names)
+        lr_at = learning_rate(config.base_lr, stage, None)
+        for k, b in enumerate(batches):
+            for g in optimizer.param_groups:  # Trainer.set_lr
+                g["lr"] = lr_at(k)
+            image = torch.cat((b["image_weak"], b["image_strong"]), dim=1)  # (B, 2, *S): [weak, strong]
+            label = b["label_aug"].clone().long()  # as Trainer._train
+            rec.at_fetch.append(method.switch.active)
+            out = train_step(method, optimizer, image, label, k, zero_grad=config.zero_grad)
+            s = method.switch
+            rec.snapshot((int(s.active), s.counter, s.period), lambda n: n)
+            rec.iterations[-1]["logged"] = {n: float(out[n]) for n in method.log_keys}
+            rec.iterations[-1]["lr_after"] = lr_at(k + 1)
+    finally:
+        for name, fn in saved.items():
+            setattr(admt_module, name, fn)
+        admt_module.ADMT.build_model = build_model
+    return rec, config
+
+
+def compare_admt_iteration(table: _Table, stage: str, rel: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Every quantity of one iteration (see :func:`compare_admt`)."""
+    for key, r in rel["logged"].items():
+        o = ours["logged"].get(key)
+        diff = abs(r - o) if o is not None else float("inf")
+        table.add(stage, f"logged {key}", f"{r:.8f} vs {o if o is None else f'{o:.8f}'}", diff,
+                  diff <= BCP_RTOL * abs(r) + BCP_ATOL)
+    for key in sorted(set(ours["logged"]) - set(rel["logged"])):
+        table.add(stage, f"logged {key}", "ours only: no released counterpart", float("inf"), False)
+    lrs = [[c["lr"] for c in side["calls"]["step"]] for side in (rel, ours)]
+    table.add(stage, "learning rate of the step", f"{lrs[0]} vs {lrs[1]}",
+              abs(lrs[0][0] - lrs[1][0]) if len(lrs[0]) == len(lrs[1]) == 1 else float("inf"),
+              len(lrs[0]) == len(lrs[1]) == 1 and abs(lrs[0][0] - lrs[1][0]) <= BCP_RTOL * lrs[0][0])
+    for role in ("teacher 1", "teacher 2"):
+        table.floats(stage, f"{role} logits (weak unlabeled)", rel["outputs"][role], ours["outputs"][role])
+    def pick(side: dict[str, Any], kind: str, index: tuple[int, ...], exact: bool) -> list[torch.Tensor]:
+        """Item ``index`` of each recorded call of ``kind`` (labels and masks as integers)."""
+        out = []
+        for call in side["calls"][kind]:
+            for i in index:
+                call = call[i]
+            out.append(call.long() if exact else call)
+        return out
+
+    if rel["calls"]["cutmix"] or ours["calls"]["cutmix"]:
+        for i, what in enumerate(("image", "pseudo-labels", "confidences", "teachers' conflict mask")):
+            exact = what in ("pseudo-labels", "teachers' conflict mask")
+            table.floats(stage, f"CutMix {what}", pick(rel, "cutmix", (i,), exact), pick(ours, "cutmix", (i,), exact),
+                         exact=exact)
+    table.floats(stage, "student logits", rel["outputs"]["student"], ours["outputs"]["student"])
+    for j, what in enumerate(("ensemble pseudo-labels", "ensemble confidences", "student labels (weak view)",
+                              "student confidences", "teachers' conflict mask")):
+        exact = j in (0, 2, 4)
+        table.floats(stage, f"combat input: {what}", pick(rel, "combat", (0, j), exact),
+                     pick(ours, "combat", (0, j), exact), exact=exact)
+    for j, what in enumerate(("pseudo-labels", "confidences", "conflict mask C")):
+        exact = j != 1
+        table.floats(stage, f"combat result: {what}", pick(rel, "combat", (1, j), exact),
+                     pick(ours, "combat", (1, j), exact), exact=exact)
+    grads = lambda side: side["calls"]["step"][0]["grads"] if side["calls"]["step"] else {}  # noqa: E731
+    table.floats(stage, "gradients", grads(rel), grads(ours))
+    table.floats(stage, "student state_dict after SGD", rel["states"]["student"], ours["states"]["student"])
+    table.floats(stage, "SGD momentum buffers", rel["momentum"], ours["momentum"])
+    for role in ("teacher 1", "teacher 2"):
+        table.floats(stage, f"{role} state_dict after EMA", rel["states"][role], ours["states"][role])
+    table.floats(stage, "switch after (active T1, counter, period)", [torch.tensor(rel["switch"])],
+                 [torch.tensor(ours["switch"])], exact=True)
+    diff = abs(rel["lr_after"] - ours["lr_after"])
+    table.add(stage, "learning rate set after", f"{rel['lr_after']:.10g} vs {ours['lr_after']:.10g}", diff,
+              diff <= BCP_RTOL * rel["lr_after"])
+    table.floats(stage, "numpy / torch / python generator states after",
+                 [torch.from_numpy(rel["np_state"].astype(np.int64)), rel["torch_state"], rel["py_state"]],
+                 [torch.from_numpy(ours["np_state"].astype(np.int64)), ours["torch_state"], ours["py_state"]],
+                 exact=True)
+
+
+def compare_admt(released: str, dataset: str, patch: tuple[int, ...], batch_size: int, labeled_bs: int, seed: int,
+                 iterations: int = 2, first_period: int = 1, rampup: float | None = None, logit_scale: float = 4.0,
+                 background_bias: float = 0.0, zero_grad: str = "1.8", log: Any = print,
+                 network: Any = None) -> tuple[list[str], int, dict[str, Any]]:
+    """``iterations`` AD-MT iterations on ``dataset``, the released ``train`` against ours. Returns the
+    table's rows, the number of disagreements and facts about the run (per iteration: the active
+    teacher, the pseudo-labels kept, the teachers' conflicts, the voxels the student's labels took).
+
+    ``network``: None (the released networks there, ours here), or for a quick test a function building
+    one small network that both sides then use for all three (the full V-Net's 9.4M parameters make
+    the copies of each iteration's snapshot the slow part at a tiny patch)."""
+    if not 0 < labeled_bs < batch_size:
+        raise ValueError("AD-MT: --labeled_bs must be >= 1 and < --batch_size (unlabeled items come first)")
+    rel = ReleasedADMT(released, dataset)
+    batches = _admt_batches(dataset, patch, batch_size, seed, iterations)
+    inits = _admt_inits(dataset, seed + 1, logit_scale, background_bias, network)
+    t0 = time.time()
+    r, args, account = run_released_admt(rel, batches, seed, labeled_bs, patch, inits, first_period, rampup, zero_grad,
+                                         network)
+    t1 = time.time()
+    o, config = run_ours_admt(dataset, batches, seed, labeled_bs, patch, inits, first_period, rampup, zero_grad,
+                              network)
+    log(f"{dataset}: released {account} [{t1 - t0:.1f}s]; ours ADMT.for_stage + train_step [{time.time() - t1:.1f}s]")
+    table, facts = _Table(), {"iterations": []}
+    for role in ADMT_ROLES:
+        table.floats("build", f"{role} as built from the seed", r.built[role], o.built[role], exact=True)
+    settings = {"max_iterations": (args["max_iterations"], config.max_iterations),
+                "threshold": (args["conf_threshold"], config.options.admt_threshold),
+                "period P": (args["alt_param_updating_period_iters"], config.options.admt_period),
+                "rampup R": (args["consistency_rampup"], config.options.admt_rampup),
+                "weight": (args["consistency"], config.options.admt_weight),
+                "EMA decay": (args["ema_decay"], config.options.admt_ema_decay),
+                "CutMix probability": (args["cutmix_prob"], config.options.admt_cutmix_prob),
+                "unsupervised loss": (args["flag_ulb_loss_type"], config.options.admt_loss),
+                "base lr": (args["base_lr"], config.base_lr)}
+    for name, (a, b) in settings.items():
+        table.add("settings", name, f"{a} vs {b}", 0.0 if a == b else float("inf"), a == b)
+    threshold = config.options.admt_threshold
+    for k, (ri, oi) in enumerate(zip(r.iterations, o.iterations)):
+        stage = f"it {k} (T{1 if r.at_fetch[k] else 2})"
+        compare_admt_iteration(table, stage, ri, oi)
+        (inputs, results) = ri["calls"]["combat"][0]
+        fact = {"teacher": 1 if r.at_fetch[k] else 2, "cutmix": bool(ri["calls"]["cutmix"]),
+                "kept_before_combat": int((inputs[1] >= threshold).sum()),
+                "kept": int((results[1] >= threshold).sum()), "teacher_conflicts": int(inputs[4].sum()),
+                "student_took": int((results[1] != inputs[1]).sum()), "voxels": int(inputs[1].numel()),
+                "cutmix_changed": 0}
+        if ri["calls"]["cutmix"]:  # voxels of the unlabeled weak views the CutMix changed
+            weak = batches[k]["image_weak"][:batch_size - labeled_bs]
+            fact["cutmix_changed"] = int((ri["calls"]["cutmix"][0][0] != weak).sum())
+        facts["iterations"].append(fact)
+        mixed = f" (CutMix, {fact['cutmix_changed']} voxels changed)" if fact["cutmix"] else ""
+        log(f"  iteration {k}: teacher {fact['teacher']} active{mixed}; "
+            f"of {fact['voxels']} unlabeled voxels: {fact['kept_before_combat']} confident ensemble pseudo-labels, "
+            f"{fact['kept']} kept after combating (>= {threshold}), "
+            f"{fact['teacher_conflicts']} teachers' conflicts, {fact['student_took']} taken from the student")
+    table.rows += ["", f"{table.bad} disagreements (floating quantities: max abs diff <= {BCP_RTOL:g} x max abs "
+                   f"released + {BCP_ATOL:g}; labels, masks, the switch, integer buffers and generator states: "
+                   "equal)"]
+    return table.rows, table.bad, facts
+
+
+def main_admt(args: argparse.Namespace) -> int:
+    script, cfg = ADMT_SCRIPTS[args.dataset]
+    if not (os.path.isfile(os.path.join(args.released, "code", script))
+            and os.path.isfile(os.path.join(args.released, "cfgs", cfg))):
+        raise SystemExit(f"--released {args.released}: no code/{script} and cfgs/{cfg} there; clone ZhenZHAO/AD-MT "
+                         "and pass its folder")
+    sys.path.insert(0, os.path.join(ROOT, "code"))
+    patch_default, batch_default, labeled_default = ADMT_RELEASED_SIZE[args.dataset]
+    patch = tuple(args.patch_size or patch_default)
+    if len(patch) != len(patch_default):
+        raise SystemExit(f"--patch_size takes {len(patch_default)} numbers for {args.dataset}")
+    labeled_bs = args.labeled_bs or labeled_default
+    batch_size = args.batch_size or (2 * labeled_bs if args.labeled_bs else batch_default)
+    iterations = args.iterations or 2
+    scale, background = ADMT_INIT[args.dataset]
+    scale = scale if args.logit_scale is None else args.logit_scale
+    background = background if args.background_bias is None else args.background_bias
+    print(f"AD-MT {args.dataset}: patch {patch}, batch {batch_size} ({batch_size - labeled_bs} unlabeled first, then "
+          f"{labeled_bs} labeled), {iterations} iterations, first switch period "
+          f"{args.first_period or 'as drawn'}, rampup {'released' if args.rampup is None else args.rampup}, "
+          f"output layer x {scale:g}, class-0 bias + {background:g}, seed {args.seed}, "
+          f"zero_grad {args.torch_zero_grad}, "
+          f"torch {torch.__version__} on the CPU", flush=True)
+    rows, bad, facts = compare_admt(args.released, args.dataset, patch, batch_size, labeled_bs, args.seed,
+                                    iterations, args.first_period, args.rampup, scale, background,
+                                    args.torch_zero_grad)
+    text = "\n".join(rows)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"comparison_admt_{args.dataset}.md"), "w") as f:
+            f.write(text + "\n")
+    print(text)
+    if {f["teacher"] for f in facts["iterations"]} != {1, 2}:
+        print("note: only one teacher was active; --first_period 1 (default) switches after the first iteration")
+    return 0 if bad == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=["ssnet", "bcp"], default="ssnet",
+    p.add_argument("--method", choices=["ssnet", "bcp", "admt"], default="ssnet",
                    help="ssnet: whole SS-Net ACDC runs compared log by log (default); bcp: one BCP iteration of "
-                        "each stage compared quantity by quantity")
-    p.add_argument("--dataset", choices=sorted(BCP_SCRIPTS), help="with --method bcp: LA or ACDC")
+                        "each stage compared quantity by quantity; admt: AD-MT iterations (teacher 1, then "
+                        "teacher 2) compared quantity by quantity")
+    p.add_argument("--dataset", choices=sorted(BCP_SCRIPTS), help="with --method bcp or admt: LA or ACDC")
     p.add_argument("--released", required=True,
                    help="a checkout of ycwu1997/SS-Net (holds code/train_ss_2d.py), or with --method bcp of "
-                        "DeepMed-Lab-ECNU/BCP (holds code/LA_BCP_train.py and code/ACDC_BCP_train.py)")
+                        "DeepMed-Lab-ECNU/BCP (holds code/LA_BCP_train.py and code/ACDC_BCP_train.py), or with "
+                        "--method admt of ZhenZHAO/AD-MT (holds code/train_post_{3d,2d}_aut.py and cfgs/)")
     p.add_argument("--root_path", help="ACDC folder in the released layout (e.g. synthetic data); --method ssnet")
     p.add_argument("--out", help="work folder (both runs, logs, comparison.md); required with --method ssnet, "
-                                 "with --method bcp optional (comparison_bcp_<dataset>.md)")
-    p.add_argument("--iterations", type=int, default=400, help="training iterations of both runs")
+                                 "with --method bcp / admt optional (comparison_<method>_<dataset>.md)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training iterations of both runs (default 400; --method admt: 2)")
     p.add_argument("--patch_size", type=int, nargs="+", default=None,
-                   help="training and validation slice size (default 128 128); --method bcp: the patch (default "
-                        "the released 112 112 80 on LA, 256 256 on ACDC)")
+                   help="training and validation slice size (default 128 128); --method bcp / admt: the patch "
+                        "(default the released 112 112 80 on LA, 256 256 on ACDC)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="batch size (default 8; --method bcp: the released 8 on LA, 24 on ACDC, or 2 x --labeled_bs)")
+                   help="batch size (default 8; --method bcp: the released 8 on LA, 24 on ACDC, or 2 x --labeled_bs; "
+                        "--method admt: the released 4 on LA, 24 on ACDC, or 2 x --labeled_bs)")
     p.add_argument("--labeled_bs", type=int, default=None,
-                   help="labeled items per batch (default 4; --method bcp: the released 4 on LA, 12 on ACDC)")
+                   help="labeled items per batch (default 4; --method bcp: the released 4 on LA, 12 on ACDC; "
+                        "--method admt: the released 2 on LA, 12 on ACDC)")
     p.add_argument("--labelnum", type=int, default=3, help="labeled patients")
     p.add_argument("--seed", type=int, default=1337, help="seed of both runs")
     p.add_argument("--consistency", type=float, default=0.1, help="final unsupervised weight")
@@ -812,12 +1435,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="optimizer.zero_grad() of the released run: 1.8 (zero-filled, as on PyTorch 1.8) or "
                         "current (this PyTorch's default); ours gets the matching --zero_grad")
     p.add_argument("--print_every", type=int, default=50, help="table rows every N iterations")
+    p.add_argument("--first_period", type=int, default=1,
+                   help="--method admt: the teacher switch's first period, set on both sides after it is drawn "
+                        "(1, the default: teacher 1 in iteration 0, teacher 2 from iteration 1; 0: as drawn)")
+    p.add_argument("--rampup", type=float, default=None,
+                   help="--method admt: R of both sides (released consistency_rampup, our --admt_rampup; default "
+                        "the released yaml's, 40 LA, 50 ACDC); 0 makes the EMA momentum non-zero from iteration 2")
+    p.add_argument("--logit_scale", type=float, default=None,
+                   help="--method admt: factor on the output convolution of the three initial networks (both "
+                        "sides), for confident pseudo-labels from iteration 0 (default 4 LA, 8 ACDC; 1: the plain "
+                        "initialisation)")
+    p.add_argument("--background_bias", type=float, default=None,
+                   help="--method admt: added to the output convolution's class-0 bias of the three initial "
+                        "networks (default 0 LA, 3 ACDC: the teachers then agree often enough on ACDC for "
+                        "ensemble pseudo-labels above 0.95)")
     p.add_argument("--ours_flags", nargs=argparse.REMAINDER, default=[], help="extra flags for our train_acdc.py")
     args = p.parse_args(argv)
-    if args.method == "bcp":
+    if args.method in ("bcp", "admt"):
         if args.dataset is None:
-            p.error("--method bcp needs --dataset LA or ACDC")
-        return main_bcp(args)
+            p.error(f"--method {args.method} needs --dataset LA or ACDC")
+        return main_bcp(args) if args.method == "bcp" else main_admt(args)
+    args.iterations = 400 if args.iterations is None else args.iterations
     for flag in ("root_path", "out"):
         if getattr(args, flag) is None:
             p.error(f"the following arguments are required: --{flag}")

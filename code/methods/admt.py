@@ -24,13 +24,11 @@ labeled ones, as the released sampler orders them; every item has two channels
 5. After the optimiser step only the active teacher follows the student (EMA 0.99 with the
    released warm-up, buffers too), then the switch counts the iteration.
 
-The learning rate is the poly schedule (:class:`methods.base.Stage` ``lr_poly=0.9``): iteration j
-(0-based) runs with ``0.01 (1 - j / N) ** 0.9``. The released loop sets the rate AFTER iteration
-i to ``0.01 (1 - i / N) ** 0.9``, so its iteration j >= 1 runs with ``(1 - (j - 1) / N) ** 0.9``
-(iterations 0 and 1 both at 0.01): this schedule is one iteration ahead of the released one
-(an engine option would be needed to match it exactly).
+The learning rate is the released poly schedule (:class:`methods.base.Stage` ``lr_poly=0.9``): the
+released loop sets the rate after iteration i (0-based) to ``0.01 (1 - i / N) ** 0.9``, so
+iterations 0 and 1 run at 0.01 (:func:`engine.training.learning_rate`).
 
-Known differences from the released code: the schedule above; LA's thresholded cross-entropy is 0
+Known differences from the released code: LA's thresholded cross-entropy is 0
 (not NaN) when no voxel passes the threshold; ``num_batches_tracked`` of the teachers keeps its
 integer dtype; validation on the project's iteration grid (``run_defaults``: every 4 / 2 released
 epochs, one epoch later than the released loop's first validation).
