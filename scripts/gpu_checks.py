@@ -445,6 +445,7 @@ def check_profile(root: str, out: str, device: str, patch: Sequence[int], labeln
         try:
             trainer.train()  # the unprofiled warm-up
             trainer.config = args.replace(max_iterations=warmup + iters)
+            trainer.iterations = warmup + iters
             summary: dict[str, Any] = {}
             trace = os.path.join(out, f"trace_{name}.json") if keep_trace else None
             events = profile_trace(lambda s=summary, t=trainer: s.update(t.train()), 1, dev, trace)

@@ -203,6 +203,7 @@ def test_the_trainer_starts_an_epoch_early_only_where_nothing_draws_in_between()
     trainer = Trainer.__new__(Trainer)
     trainer.stream, trainer.validation_draws = Stream(), (lambda: None)
     trainer.config = type("A", (), {"max_iterations": 10})()
+    trainer.iterations = 10
     trainer.should_validate = lambda n: n % 4 == 0
     trainer.method = type("M", (), {"step_uses_cpu_generator": False})()
     assert [n for n in range(1, 11) if trainer._may_start_next_epoch(n)] == [1, 2, 3, 5, 6, 7, 9]
