@@ -38,9 +38,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from dataloaders.transforms import RandomCrop, RandomRotFlip, random_rot_flip, random_rotate
+from dataloaders.transforms import RandomCrop, RandomRotFlip, random_geometry_2d
 
 __all__ = ["brightness_contrast_3d", "gaussian_noise_3d", "color_jitter_l", "strong_2d", "LAWeakStrong",
            "ACDCWeakStrong", "JITTER_RANGES"]
@@ -179,14 +178,7 @@ class ACDCWeakStrong:
 
     def __call__(self, sample: Sample) -> Sample:
         image, label = np.asarray(sample["image"]), np.asarray(sample["label"])
-        if random.random() > 0.5:
-            image, label = random_rot_flip(image, label)
-        elif random.random() > 0.5:
-            image, label = random_rotate(image, label)
-        x, y = image.shape
-        factors = (self.output_size[0] / x, self.output_size[1] / y)
-        image = ndimage.zoom(image, factors, order=0)
-        label = ndimage.zoom(label, factors, order=0)
+        image, label = random_geometry_2d(image, label, self.output_size)
         strong = strong_2d(image, self.p_color, self.p_blur, self.order)
         weak = torch.from_numpy(image.astype(np.float32)).unsqueeze(0)
         out = dict(sample)

@@ -157,6 +157,19 @@ class ToTensor:
         return out
 
 
+def random_geometry_2d(image: np.ndarray, label: np.ndarray,
+                       output_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The released 2D geometry: rot90 + flip (p 0.5), else a rotation (p 0.25), then a zoom to
+    ``output_size`` (order 0); draws from Python's ``random`` as released. image, label: (H, W)."""
+    if random.random() > 0.5:
+        image, label = random_rot_flip(image, label)
+    elif random.random() > 0.5:
+        image, label = random_rotate(image, label)
+    x, y = image.shape
+    factors = (output_size[0] / x, output_size[1] / y)
+    return ndimage.zoom(image, factors, order=0), ndimage.zoom(label, factors, order=0)
+
+
 class RandomGenerator:
     """2D (ACDC) training transform: random rot90+flip or rotation, then zoom to ``output_size``.
 
@@ -176,13 +189,6 @@ class RandomGenerator:
     def __call__(self, sample: Sample) -> Sample:
         image, label = np.asarray(sample["image"]), np.asarray(sample["label"])
         _check_pair(image, label, 2, "RandomGenerator")
-        if random.random() > 0.5:
-            image, label = random_rot_flip(image, label)
-        elif random.random() > 0.5:
-            image, label = random_rotate(image, label)
-        x, y = image.shape
-        factors = (self.output_size[0] / x, self.output_size[1] / y)
-        image = ndimage.zoom(image, factors, order=0)
-        label = ndimage.zoom(label, factors, order=0)
+        image, label = random_geometry_2d(image, label, self.output_size)
         return _with(sample, torch.from_numpy(image.astype(np.float32)).unsqueeze(0),
                      torch.from_numpy(label.astype(np.uint8)))
