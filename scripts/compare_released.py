@@ -246,6 +246,19 @@ def run_ours(args: argparse.Namespace) -> str:
     return os.path.join(model_root, f"ACDC_SSNet_{args.labelnum}_labeled", "unet", "log.txt")
 
 
+class Progress:
+    """Stand-in for the released scripts' ``tqdm``: iterates, prints nothing."""
+
+    def __init__(self, iterable: Any, **kwargs: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable)
+
+    def close(self) -> None:
+        pass
+
+
 def agree(released: float | None, ours: float | None) -> bool:
     """Equal to the printed digits: ours prints 4 decimals, the released script 6."""
     return released is not None and ours is not None and abs(released - ours) <= 0.5e-4 + 0.5e-6 + 1e-9
@@ -451,16 +464,6 @@ class ReleasedBCP:
 
             def __iter__(self) -> Any:
                 return iter([{k: v.clone() for k, v in b.items()} for b in self.batches])
-
-        class Progress:  # tqdm
-            def __init__(self, iterable: Any, **kwargs: Any) -> None:
-                self.iterable = iterable
-
-            def __iter__(self) -> Any:
-                return iter(self.iterable)
-
-            def close(self) -> None:
-                pass
 
         class Writer:  # tensorboardX.SummaryWriter
             def __init__(self, *a: Any, **k: Any) -> None:
@@ -1004,16 +1007,6 @@ class ReleasedADMT:
         def validation(*a: Any, **k: Any) -> Any:  # val_3D.var_all_case_LA / val_2D.test_single_volume
             done(len(batches) - 1)
             raise _ValidationReached
-
-        class Progress:  # tqdm
-            def __init__(self, iterable: Any, **kwargs: Any) -> None:
-                self.iterable = iterable
-
-            def __iter__(self) -> Any:
-                return iter(self.iterable)
-
-            def close(self) -> None:
-                pass
 
         class Writer:  # torch.utils.tensorboard.SummaryWriter
             def __init__(self, *a: Any, **k: Any) -> None:
