@@ -35,3 +35,15 @@ def tiny_data(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def compare():
+    """``scripts/compare_released.py`` as a module (the released-code comparison tests)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_released",
+                                                  os.path.join(ROOT, "scripts", "compare_released.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -22,13 +22,11 @@ The LA run makes a third iteration with R = 0 (``rampup=0`` on both sides), wher
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASED = os.environ.get("ADMT_RELEASED", "/tmp/ADMT")
 FILES = ("code/train_post_3d_aut.py", "code/train_post_2d_aut.py", "cfgs/config_3d_la_aut.yml",
          "cfgs/config_2d_aut.yml")
@@ -37,15 +35,6 @@ pytestmark = pytest.mark.skipif(
     not all(os.path.isfile(os.path.join(RELEASED, f)) for f in FILES),
     reason=f"the released AD-MT code is not at {RELEASED} (git clone https://github.com/ZhenZHAO/AD-MT there, "
            "or set ADMT_RELEASED)")
-
-
-@pytest.fixture(scope="module")
-def compare():
-    spec = importlib.util.spec_from_file_location("compare_released", os.path.join(ROOT, "scripts",
-                                                                                   "compare_released.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)

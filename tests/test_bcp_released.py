@@ -15,13 +15,11 @@ side and a 48^3 backward takes seconds here; the released V-Net itself is checke
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASED = os.environ.get("BCP_RELEASED", "/tmp/BCP")
 SCRIPTS = ("LA_BCP_train.py", "ACDC_BCP_train.py")
 
@@ -29,15 +27,6 @@ pytestmark = pytest.mark.skipif(
     not all(os.path.isfile(os.path.join(RELEASED, "code", s)) for s in SCRIPTS),
     reason=f"the released BCP code is not at {RELEASED} (git clone https://github.com/DeepMed-Lab-ECNU/BCP there, "
            "or set BCP_RELEASED)")
-
-
-@pytest.fixture(scope="module")
-def compare():
-    spec = importlib.util.spec_from_file_location("compare_released", os.path.join(ROOT, "scripts",
-                                                                                   "compare_released.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
