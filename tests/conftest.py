@@ -16,6 +16,24 @@ if CODE not in sys.path:
 SHARED_REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference")
 
 import pytest  # noqa: E402  (after the path set-up above)
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (the README's command): one core per worker, so one thread per worker and per
+    # script it starts (two threads per worker on two cores spin-wait each other far slower)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` first, longest first (``@pytest.mark.long(seconds)``, 5 s if not
+    given), so that a parallel run (``-n 2``) does not end with one worker on a long test and
+    the other idle."""
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("long")
+        return 0.0 if mark is None else float(mark.args[0]) if mark.args else 5.0
+
+    items.sort(key=lambda item: -seconds(item))
 
 
 @pytest.fixture(scope="session")

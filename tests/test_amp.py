@@ -196,6 +196,7 @@ def test_benchmark_syncs_once_per_iteration_and_takes_phases_from_the_profiler(m
     assert saved["schedule"]["max_iterations"] == 15000 and saved["phases"] == result["phases"]
 
 
+@pytest.mark.long
 def test_benchmark_times_both_loaders_on_real_files():
     result = benchmark.main(["--setting", "la", "--patch_size", "32", "32", "16", "--iters", "3", "--warmup", "0",
                              "--device", "cpu", "--skip_inference", "--num_workers", "2", "--loader_cases", "2",

@@ -8,6 +8,7 @@ import pytest
 import demo
 
 
+@pytest.mark.long
 def test_quick_demo_writes_results(tmp_path):
     results = demo.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -24,6 +25,7 @@ def test_quick_demo_writes_results(tmp_path):
         assert (tmp_path / "runs" / f"ACDC_{exp}_2_labeled" / "unet" / "test" / "performance.json").is_file()
 
 
+@pytest.mark.long
 def test_quick_demo_with_two_seeds_reports_the_paired_difference(tmp_path):
     agg = demo.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results_seeds.json").read_text())

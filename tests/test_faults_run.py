@@ -138,6 +138,7 @@ def test_a_diverging_run_stops_and_writes_nothing_from_bad_weights(la_root, tmp_
     assert "training finished" not in open(os.path.join(snap, "log.txt")).read()
 
 
+@pytest.mark.long
 def test_scaled_images_diverge_at_once_and_the_script_exits_non_zero(la_root, tmp_path):
     data = _copy_data(la_root, tmp_path / "data")
     for case in open(os.path.join(data, "train.list")).read().split():

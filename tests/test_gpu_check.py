@@ -26,6 +26,7 @@ STAGES = ("imports", "parity", "syncs", "synthetic_data", "resume", "step_la_fp3
 
 
 # --------------------------------------------------------------------------- the smoke run
+@pytest.mark.long(110)  # about 110 s on one core: every stage's Python launched
 def test_smoke_run_passes_with_a_verdict_per_stage(tmp_path):
     """GPU_CHECK_SMOKE=1: every stage at toy sizes on the CPU, exit 0, one verdict line (at least)
     per stage in summary.txt, the derived checks, the stage times."""

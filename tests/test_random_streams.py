@@ -155,6 +155,7 @@ def test_acdc_run_equals_the_released_loop_through_validations(acdc_root, tmp_pa
     _assert_same_run(ours, model, torch_state)
 
 
+@pytest.mark.long
 def test_la_run_equals_the_released_loop_through_validations(la_root, tmp_path):
     flags = ["--root_path", la_root, "--max_iterations", "4"] + LA_FLAGS
     train_la.main(flags + ["--model_root", str(tmp_path)])
@@ -195,6 +196,7 @@ def test_acdc_resume_mid_epoch_across_a_validation_is_exact(acdc_root, tmp_path,
     assert straight["grad_present"] == resumed["grad_present"]
 
 
+@pytest.mark.long
 def test_la_resume_across_a_validation_is_exact(la_root, tmp_path):
     flags = ["--root_path", la_root] + LA_FLAGS
     train_la.main(flags + ["--max_iterations", "5", "--model_root", str(tmp_path / "a")])

@@ -45,6 +45,7 @@ def test_la_run_writes_snapshot(la_root, tmp_path):
     assert "encoder.block_one.conv.0.weight" in state and "contrastive_class_selector_memory1.3.bias" in state
 
 
+@pytest.mark.long
 def test_la_resume_is_exact(la_root, tmp_path):
     """Interrupted at iteration 2 and resumed to 4 == one run of 4 iterations.
     (With 2 labeled cases and labeled_bs 2, every iteration ends a sampler epoch,

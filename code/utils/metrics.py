@@ -27,7 +27,6 @@ import math
 from typing import Any
 
 import numpy as np
-from medpy import metric
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +97,8 @@ def calculate_metric_percase(
             "RuntimeError here."
         )
         return 0.0, 0.0, math.nan, math.nan
+    from medpy import metric  # here, not at the top: scipy.stats costs every script half a second
+
     dice = float(metric.binary.dc(pred_b, gt_b))
     jaccard = float(metric.binary.jc(pred_b, gt_b))
     hd95 = float(metric.binary.hd95(pred_b, gt_b))
@@ -125,6 +126,8 @@ def calculate_dice_hd95(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]
     if not gt_b.any():
         logger.warning("Non-empty prediction against an empty ground truth: 95HD is NaN.")
         return 0.0, math.nan
+    from medpy import metric
+
     return float(metric.binary.dc(pred_b, gt_b)), float(metric.binary.hd95(pred_b, gt_b))
 
 
