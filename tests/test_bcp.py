@@ -5,6 +5,7 @@ scripts). The copy-paste pieces are in tests/test_copy_paste.py."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 import test_acdc
 import train_acdc
 import train_la
+from engine.checkpoints import CheckpointError
 from methods.bcp import BCP, largest_component, pseudo_labels
 from test_training import ACDC_FLAGS
 
@@ -108,6 +110,15 @@ def test_two_stages_resume_and_test(acdc_root, tmp_path):
         assert os.path.isfile(os.path.join(snap, name)), name
     # stopped after 2 self-train iterations, then resumed to 4: the same run
     train_acdc.main(flags + ["--model_root", str(tmp_path / "b"), "--max_iterations", "2"])
+    # a damaged pre-train optimiser state is named in one message when self-train starts from it
+    # (the resumed, finished pre-train stage rewrites a damaged best model, not this file)
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    kept = os.path.join(str(tmp_path / "c"), os.path.relpath(snap, str(tmp_path / "a")), "pre_train",
+                        "best_optimizer.pth")
+    with open(kept, "r+b") as f:
+        f.truncate(os.path.getsize(kept) // 2)
+    with pytest.raises(CheckpointError, match=r"best_optimizer.pth is truncated or damaged"):
+        train_acdc.main(flags + ["--model_root", str(tmp_path / "c"), "--resume"])
     resumed = train_acdc.main(flags + ["--model_root", str(tmp_path / "b"), "--resume"])
     a = torch.load(os.path.join(snap, "last.pth"), weights_only=True)
     b = torch.load(os.path.join(resumed["snapshot"], "last.pth"), weights_only=True)

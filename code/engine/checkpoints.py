@@ -68,10 +68,11 @@ def _numpy_array_globals() -> list:
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def _read(path: str, map_location: str | torch.device) -> Any:
+def read_checkpoint(path: str, map_location: str | torch.device) -> Any:
     """``torch.load(path, weights_only=True)``, with one :class:`CheckpointError` per kind of failure.
 
-    Shared by :func:`load_training_state` and :func:`load_weights`: empty file,
+    Shared by :func:`load_training_state`, :func:`load_weights` and the stages that start from the
+    previous stage's files (``Method.for_stage``'s ``read``): empty file,
     truncated or damaged file, and a file needing Python objects (refused, never
     run) each get one message naming ``path``.
     """
@@ -168,7 +169,7 @@ def load_training_state(path: str, required: Sequence[str]) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No training checkpoint at {path}: check the path (run folder / --exp / --labelnum).")
-    obj = _read(path, "cpu")
+    obj = read_checkpoint(path, "cpu")
     missing = [k for k in required if not isinstance(obj, Mapping) or k not in obj]
     if missing:
         held = (f"its keys are {', '.join(repr(k) for k in list(obj)[:20]) or '(none)'}" if isinstance(obj, Mapping)
@@ -317,7 +318,7 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
         CheckpointError: an empty, truncated, refused or weightless file.
     """
     path = require_checkpoint(path)
-    return extract_state_dict(_read(path, "cpu"), path)
+    return extract_state_dict(read_checkpoint(path, "cpu"), path)
 
 
 def load_weights(model: nn.Module, path: str, device: str | torch.device | None = None) -> nn.Module:
@@ -348,7 +349,7 @@ def load_weights(model: nn.Module, path: str, device: str | torch.device | None 
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
-    obj = _training_weights(_read(path, device), path)
+    obj = _training_weights(read_checkpoint(path, device), path)
     state = extract_state_dict(obj, path)
     check_state_dict(model, state, path)
     check_finite(state, path)

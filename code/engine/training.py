@@ -35,6 +35,7 @@ from networks.net_factory import cuda_nondeterministic_ops
 from engine.inference import validate_acdc_volumes, validate_la_cases
 from engine.run import device_from_flags, setup_logging, snapshot_dir
 from engine.snapshot import check_output_folder, open_snapshot, refuse_existing_run
+from engine.checkpoints import read_checkpoint
 from engine.config import TrainConfig
 from engine.trainer import (Trainer, add_common_args, make_train_loader, read_resume_state, setup_device,
                             write_config)
@@ -299,7 +300,7 @@ def train(args: TrainConfig, d: DatasetDescription) -> dict[str, object]:
                         stage.iterations, folder)
         if i > 0:  # a new loader for each stage, as the released two-stage scripts make
             loader, _ = build_loader(args, d, len(train_ids))
-        method = method_cls.for_stage(args, d, d.num_classes, device, stage, previous)
+        method = method_cls.for_stage(args, d, d.num_classes, device, stage, previous, read=read_checkpoint)
         trainer = Trainer(
             args, method, loader, folder, lr_at=learning_rate(args.base_lr, stage, lr_step),
             validate=validate,

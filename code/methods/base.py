@@ -38,6 +38,7 @@ import abc
 import argparse
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -74,6 +75,12 @@ def options_from_flags(kind: type, flags: argparse.Namespace, **values: Any) -> 
 @dataclass(frozen=True)
 class NoOptions:
     """The options of a method without flags of its own."""
+
+
+def read_weights_only(path: str, device: torch.device) -> Any:
+    """``torch.load(path, map_location=device, weights_only=True)``: a file that needs Python
+    objects is refused, never run."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 @dataclass(frozen=True)
@@ -170,9 +177,12 @@ class Method(abc.ABC):
 
     @classmethod
     def for_stage(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
-                  device: torch.device, stage: Stage, previous: str | None) -> Method:
+                  device: torch.device, stage: Stage, previous: str | None,
+                  read: Callable[[str, torch.device], Any] = read_weights_only) -> Method:
         """The method of ``stage`` (``previous``: the folder of the stage before it, whose
-        checkpoints it may start from); :meth:`from_config` by default."""
+        checkpoints it may start from, read with ``read(path, device)``: the engine passes its
+        reader, which names an empty, damaged or refused file in one message);
+        :meth:`from_config` by default."""
         return cls.from_config(config, dataset, num_classes, device)
 
     @classmethod

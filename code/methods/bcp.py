@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets import DatasetDescription, get_dataset
-from methods.base import Method, RunConfig, Stage, options_from_flags
+from methods.base import Method, RunConfig, Stage, options_from_flags, read_weights_only
 from networks.net_factory import net_factory
 from utils.copy_paste import bcp_mix_loss_acdc, bcp_mix_loss_la, copy_paste_mask, ema_update, mix, per_sample_dice_loss
 from utils.vat import first_output
@@ -194,7 +195,8 @@ class BCP(Method):
 
     @classmethod
     def for_stage(cls, config: RunConfig, dataset: str | DatasetDescription, num_classes: int,
-                  device: torch.device, stage: Stage, previous: str | None) -> BCP:
+                  device: torch.device, stage: Stage, previous: str | None,
+                  read: Callable[[str, torch.device], Any] = read_weights_only) -> BCP:
         """The method of ``stage``. Self-train: student then teacher built (two initialisations, as
         released), both then loaded from the best weights in ``previous`` (the pre-train folder);
         ACDC also continues the pre-train optimiser (:attr:`optimizer_state`).
@@ -215,13 +217,13 @@ class BCP(Method):
         if not os.path.isfile(best):
             raise FileNotFoundError(f"BCP self-train starts from the best pre-train weights, {best}, which is missing; "
                                     "run again with --overwrite")
-        weights = torch.load(best, map_location=device, weights_only=True)
+        weights = read(best, device)
         student.load_state_dict(weights)
         teacher.load_state_dict(weights)
         method = cls(d, student, num_classes, config.labeled_bs, stage="self_train", teacher=teacher, **kwargs)
         if d.method(cls.key).options["keep_pretrain_optimizer"]:
             path = os.path.join(previous, "best_optimizer.pth")
-            method.optimizer_state = torch.load(path, map_location=device, weights_only=True)
+            method.optimizer_state = read(path, device)
         return method
 
     @classmethod
