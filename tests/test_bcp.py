@@ -137,3 +137,21 @@ def test_self_train_needs_the_pre_train_weights(tmp_path):
     stage = BCP.stages(config, train_acdc.DATASET)[1]
     with pytest.raises(FileNotFoundError, match="pre-train"):
         BCP.for_stage(config, train_acdc.DATASET, 4, torch.device("cpu"), stage, str(tmp_path))
+
+
+@pytest.mark.parametrize("dataset, best_iter", [("LA", 2), ("ACDC", 1)])
+def test_la_selection_compares_with_the_rounded_best_as_released(dataset, best_iter, tmp_path):
+    """LA_BCP_train.py keeps ``best_dice = round(dice, 4)`` and compares the next raw Dice with it:
+    0.88121 after 0.88123 (kept as 0.8812) replaces the best checkpoint; ACDC compares raw scores."""
+    from engine.trainer import Trainer
+
+    script = train_la if dataset == "LA" else train_acdc
+    config = script.parse_args(["--method", "bcp", "--device", "cpu"])
+    method = BCP(dataset, torch.nn.Conv2d(1, 2, 1), 2, 4, stage="pre_train")
+    scores = iter([0.88123, 0.88121])
+    trainer = Trainer(config, method, None, str(tmp_path), lambda n: 0.01, lambda model: (next(scores), {}),
+                      lambda n: True)
+    for trainer.iter_num in (1, 2):
+        trainer.run_validation()
+    assert trainer.best_iter == best_iter
+    assert trainer.best == (0.8812 if dataset == "LA" else 0.88123)

@@ -41,7 +41,7 @@ DESCRIPTION = DatasetDescription(
                  # BCP's ACDC_BCP_train.py: batch-pooled squared Dice, EMA of the whole state_dict, constant
                  # learning rate, self-train continues the best pre-train optimiser, batch 24 = 12 + 12
                  "bcp": {"loss": "acdc", "pretrain_iterations": 10000, "ema_buffers": True,
-                         "self_train_lr_steps": False, "keep_pretrain_optimizer": True,
+                         "self_train_lr_steps": False, "keep_pretrain_optimizer": True, "round_best": False,
                          "run_defaults": {"batch_size": 24, "labeled_bs": 12, "max_iterations": 30000,
                                           "val_start": 200}},
                  # AD-MT's config_2d_aut.yml: Dice above 0.95, periods 1..50, ramp 50, weight 2.0, poly lr,

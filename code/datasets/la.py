@@ -37,7 +37,7 @@ DESCRIPTION = DatasetDescription(
                  # BCP's LA_BCP_train.py: per-sample Dice losses, EMA of the parameters, x0.1 every 2500
                  # self-train iterations, a fresh optimiser for self-train, batch 8 = 4 + 4
                  "bcp": {"loss": "la", "pretrain_iterations": 2000, "ema_buffers": False,
-                         "self_train_lr_steps": True, "keep_pretrain_optimizer": False,
+                         "self_train_lr_steps": True, "keep_pretrain_optimizer": False, "round_best": True,
                          "run_defaults": {"batch_size": 8, "labeled_bs": 4, "max_iterations": 15000,
                                           "val_start": 200}},
                  # AD-MT's config_3d_la_aut.yml: CE above 0.8, periods 1..19, ramp 40, weight 2.0, poly lr,

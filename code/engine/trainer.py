@@ -374,7 +374,7 @@ class Trainer:
             self.writer.add_scalar(k, v, self.iter_num)
         improved = score > self.best
         if improved:
-            self.best, self.best_iter = score, self.iter_num
+            self.best, self.best_iter = self.method.kept_best(score), self.iter_num
             self.save_best(score)
         self.writer.add_scalar("4_val/score", score, self.iter_num)
         self.writer.add_scalar("4_val/best", self.best, self.iter_num)

@@ -227,6 +227,11 @@ class Method(abc.ABC):
     def after_step(self, iter_num: int) -> None:
         """Work after the optimiser step (nothing by default)."""
 
+    def kept_best(self, score: float) -> float:
+        """The best score kept after a validation ``score`` beat the best so far (the next score must
+        beat what this returns): ``score`` itself by default."""
+        return score
+
     def state_dict(self) -> dict[str, Any]:
         """Extra state for ``--resume`` besides the model (none by default)."""
         return {}

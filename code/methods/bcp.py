@@ -295,6 +295,12 @@ class BCP(Method):
         if self.teacher is not None:
             ema_update(self.teacher, self.model, 0.99, buffers=bool(self.setting["ema_buffers"]))
 
+    def kept_best(self, score: float) -> float:
+        """LA as released (``best_dice = round(dice, 4)``, docs/bcp_spec.md Q6): the next raw score is
+        compared with the best rounded to 4 decimals, so within 5e-5 of the best a slightly lower score
+        can replace the checkpoint and a slightly higher one not; ACDC keeps the raw score."""
+        return round(score, 4) if self.setting["round_best"] else score
+
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher.state_dict()} if self.teacher is not None else {}
 
