@@ -802,17 +802,33 @@ def compare_bcp(released: str, dataset: str, patch: tuple[int, ...], batch_size:
     return table.rows, table.bad, facts
 
 
+def _sizes(args: argparse.Namespace, released: tuple[tuple[int, ...], int, int]) -> tuple[tuple[int, ...], int, int]:
+    """(patch, batch, labeled batch) of a one-iteration comparison: the flags given, else the released
+    sizes; a batch of twice --labeled_bs when only that is given."""
+    patch_default, batch_default, labeled_default = released
+    patch = tuple(args.patch_size or patch_default)
+    if len(patch) != len(patch_default):
+        raise SystemExit(f"--patch_size takes {len(patch_default)} numbers for {args.dataset}")
+    labeled_bs = args.labeled_bs or labeled_default
+    return patch, args.batch_size or (2 * labeled_bs if args.labeled_bs else batch_default), labeled_bs
+
+
+def _report(rows: list[str], out: str | None, name: str) -> None:
+    """Print the comparison table, and write it to ``out/name`` when --out is given."""
+    text = "\n".join(rows)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
 def main_bcp(args: argparse.Namespace) -> int:
     if not os.path.isfile(os.path.join(args.released, "code", BCP_SCRIPTS[args.dataset])):
         raise SystemExit(f"--released {args.released}: no code/{BCP_SCRIPTS[args.dataset]} there; clone "
                          "DeepMed-Lab-ECNU/BCP and pass its folder")
     sys.path.insert(0, os.path.join(ROOT, "code"))
-    patch_default, batch_default, labeled_default = BCP_RELEASED_SIZE[args.dataset]
-    patch = tuple(args.patch_size or patch_default)
-    if len(patch) != len(patch_default):
-        raise SystemExit(f"--patch_size takes {len(patch_default)} numbers for {args.dataset}")
-    labeled_bs = args.labeled_bs or labeled_default
-    batch_size = args.batch_size or (2 * labeled_bs if args.labeled_bs else batch_default)
+    patch, batch_size, labeled_bs = _sizes(args, BCP_RELEASED_SIZE[args.dataset])
     if args.dataset == "LA" and patch != LA_MASK_RANGE:
         print(f"note: patch {patch} is not the released 112x112x80; the released context_mask draws the box corner "
               f"in ranges of the literals 112, 112, 80, so ours gets copy_paste_mask(range_size={LA_MASK_RANGE})")
@@ -820,12 +836,7 @@ def main_bcp(args: argparse.Namespace) -> int:
           f"zero_grad {args.torch_zero_grad}, torch {torch.__version__} on the CPU", flush=True)
     rows, bad, facts = compare_bcp(args.released, args.dataset, patch, batch_size, labeled_bs, args.seed,
                                    args.torch_zero_grad)
-    text = "\n".join(rows)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"comparison_bcp_{args.dataset}.md"), "w") as f:
-            f.write(text + "\n")
-    print(text)
+    _report(rows, args.out, f"comparison_bcp_{args.dataset}.md")
     if not all(f["pasted_voxels"] for f in facts.values()):
         print("warning: the box lies outside the patch (nothing pasted); choose another --seed")
     return 0 if bad == 0 else 1
@@ -1364,12 +1375,7 @@ def main_admt(args: argparse.Namespace) -> int:
         raise SystemExit(f"--released {args.released}: no code/{script} and cfgs/{cfg} there; clone ZhenZHAO/AD-MT "
                          "and pass its folder")
     sys.path.insert(0, os.path.join(ROOT, "code"))
-    patch_default, batch_default, labeled_default = ADMT_RELEASED_SIZE[args.dataset]
-    patch = tuple(args.patch_size or patch_default)
-    if len(patch) != len(patch_default):
-        raise SystemExit(f"--patch_size takes {len(patch_default)} numbers for {args.dataset}")
-    labeled_bs = args.labeled_bs or labeled_default
-    batch_size = args.batch_size or (2 * labeled_bs if args.labeled_bs else batch_default)
+    patch, batch_size, labeled_bs = _sizes(args, ADMT_RELEASED_SIZE[args.dataset])
     iterations = args.iterations or 2
     scale, background = ADMT_INIT[args.dataset]
     scale = scale if args.logit_scale is None else args.logit_scale
@@ -1383,12 +1389,7 @@ def main_admt(args: argparse.Namespace) -> int:
     rows, bad, facts = compare_admt(args.released, args.dataset, patch, batch_size, labeled_bs, args.seed,
                                     iterations, args.first_period, args.rampup, scale, background,
                                     args.torch_zero_grad)
-    text = "\n".join(rows)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"comparison_admt_{args.dataset}.md"), "w") as f:
-            f.write(text + "\n")
-    print(text)
+    _report(rows, args.out, f"comparison_admt_{args.dataset}.md")
     if {f["teacher"] for f in facts["iterations"]} != {1, 2}:
         print("note: only one teacher was active; --first_period 1 (default) switches after the first iteration")
     return 0 if bad == 0 else 1
