@@ -56,6 +56,18 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def la_root(tiny_data):
+    """The tiny LA data most training tests use (5 cases of 40x40x24); a test module may define its own."""
+    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
+
+
+@pytest.fixture(scope="module")
+def acdc_root(tiny_data):
+    """The tiny ACDC data most training tests use (5 patients, 48-64 pixels, 3-4 slices)."""
+    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
+
+
+@pytest.fixture(scope="module")
 def compare():
     """``scripts/compare_released.py`` as a module (the released-code comparison tests)."""
     import importlib.util

@@ -426,16 +426,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def la_root(tiny_data):
-    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
-
-
-@pytest.fixture(scope="module")
-def acdc_root(tiny_data):
-    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-
-
 def test_released_run_defaults_and_flags(la_root, acdc_root):
     import train_acdc
     import train_la

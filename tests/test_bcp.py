@@ -93,11 +93,6 @@ def test_released_defaults_apply_only_to_flags_not_given():
     assert not BCP.stages(acdc, train_acdc.DATASET)[1].lr_steps  # ACDC: constant learning rate
 
 
-@pytest.fixture(scope="module")
-def acdc_root(tiny_data):
-    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-
-
 BCP_FLAGS = ["--method", "bcp", "--bcp_pretrain_iterations", "2", "--save_interval", "1"]
 
 

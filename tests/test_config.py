@@ -89,11 +89,6 @@ def test_test_config_from_the_test_flags():
         assert list(config.to_dict())[:3] == ["root_path", "exp", "labelnum"]
 
 
-@pytest.fixture(scope="module")
-def la_root(tiny_data):
-    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
-
-
 def test_a_description_s_loss_forms_are_typed():
     from datasets import DiceForm, VatDistance
     la, acdc = get_dataset("LA"), get_dataset("ACDC")

@@ -25,11 +25,6 @@ def la_root(tiny_data):
     return tiny_data("la", cases=8, seed=3, size=(40, 40, 24))
 
 
-@pytest.fixture(scope="module")
-def acdc_root(tiny_data):
-    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-
-
 def _la(root, cache=False):
     return LAHeart(root, "train", cache=cache,
                    transform=Compose([RandomRotFlip(), RandomCrop((32, 32, 16)), ToTensor()]))

@@ -31,7 +31,6 @@ def _with(flags, **changes):
 
 LA_FLAGS = test_training.LA_FLAGS
 ACDC_FLAGS = _with(test_training.ACDC_FLAGS, max_iterations=2, log_interval=1, save_interval=1)
-la_root, acdc_root = test_training.la_root, test_training.acdc_root  # the same tiny data (module fixtures)
 
 
 def _snap(model_root, exp="SSNet"):

@@ -19,16 +19,6 @@ ACDC_FLAGS = ["--max_iterations", "4", "--patch_size", "32", "32", "--batch_size
               "--val_start", "2", "--val_interval", "2", "--save_interval", "2"]
 
 
-@pytest.fixture(scope="module")
-def la_root(tiny_data):
-    return tiny_data("la", cases=5, seed=3, size=(40, 40, 24))
-
-
-@pytest.fixture(scope="module")
-def acdc_root(tiny_data):
-    return tiny_data("acdc", patients=5, seed=3, hw_range=(48, 64), slice_range=(3, 4))
-
-
 def test_la_run_writes_snapshot(la_root, tmp_path):
     summary = train_la.main(["--root_path", la_root, "--model_root", str(tmp_path)] + LA_FLAGS)
     snap = tmp_path / "LA_SSNet_2_labeled" / "VNet"
