@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from engine.run import REPO_ROOT as ROOT
+from test_summarize import CASES, write_run
 
 summarize = importlib.import_module("summarize")
 
-CASES = [f"LA{i:02d}" for i in range(20)]
 SUCCESSOR_CSV = os.path.join(ROOT, "data", "successor_results.csv")
 
 
@@ -46,17 +46,6 @@ def test_successor_file_names_a_source_for_every_value():
 # ----------------------------------------------------------------------------- summarize.py
 
 
-def _write(root, dataset, exp, seed, n, dice, which="test"):
-    folder = f"{dataset}_{exp}_{n}_labeled" if seed == 1337 else f"{dataset}_{exp}_seed{seed}_{n}_labeled"
-    snap = root / folder / ("VNet" if dataset == "LA" else "unet")
-    (snap / which).mkdir(parents=True, exist_ok=True)
-    (snap / "config.json").write_text(json.dumps({"seed": seed}))
-    rows = [{"case": c, "dice": float(d), "jaccard": float(d) - 0.1, "hd95": 5.0, "asd": 1.0}
-            for c, d in zip(CASES, dice)]
-    mean = {"dice": float(np.mean(dice)), "jaccard": float(np.mean(dice)) - 0.1, "hd95": 5.0, "asd": 1.0}
-    (snap / which / "performance.json").write_text(json.dumps({"mean": mean, "per_case": rows}))
-
-
 @pytest.fixture()
 def runs(tmp_path):
     """SS-Net, BCP and AD-MT on LA with 4 labels, seeds 1337 and 1338 (AD-MT: 1338 only), best and last:
@@ -66,9 +55,9 @@ def runs(tmp_path):
     root = tmp_path / "model"
     for s, d in base.items():
         for which, shift in (("test", 0.0), ("test_last", -0.01)):
-            _write(root, "LA", "SSNet", s, 4, d + shift, which)
-            _write(root, "LA", "BCP", s, 4, d + shift + 0.03, which)
-    _write(root, "LA", "ADMT", 1338, 4, base[1338])
+            write_run(root, "SSNet", s, d + shift, which)
+            write_run(root, "BCP", s, d + shift + 0.03, which)
+    write_run(root, "ADMT", 1338, base[1338])
     return root, base
 
 

@@ -15,7 +15,9 @@ summarize = importlib.import_module("summarize")
 CASES = [f"LA{i:02d}" for i in range(20)]
 
 
-def _write(root, exp, seed, dice, which="test", config_seed=True):
+def write_run(root, exp, seed, dice, which="test", config_seed=True):
+    """An LA run folder with 4 labels (seed 1337: the plain name) holding ``which``/performance.json
+    with the per-case Dice ``dice`` (Jaccard = Dice - 0.1, 95HD 5, ASD 1) and config.json."""
     folder = f"LA_{exp}_4_labeled" if seed == 1337 else f"LA_{exp}_seed{seed}_4_labeled"
     snap = root / folder / "VNet"
     (snap / which).mkdir(parents=True, exist_ok=True)
@@ -32,10 +34,10 @@ def runs(tmp_path):
     rng = np.random.default_rng(0)
     base = {s: rng.uniform(0.6, 0.85, size=len(CASES)) for s in (1337, 1338)}
     for s, d in base.items():
-        _write(tmp_path, "Supervised", s, d)
-        _write(tmp_path, "SSNet", s, d + 0.05)      # a constant shift of 0.05 on every case
-        _write(tmp_path, "UAMT", s, d + 0.05)       # identical to SS-Net
-        _write(tmp_path, "SSNet", s, d + 0.02, which="test_last")
+        write_run(tmp_path, "Supervised", s, d)
+        write_run(tmp_path, "SSNet", s, d + 0.05)      # a constant shift of 0.05 on every case
+        write_run(tmp_path, "UAMT", s, d + 0.05)       # identical to SS-Net
+        write_run(tmp_path, "SSNet", s, d + 0.02, which="test_last")
     return tmp_path, base
 
 
@@ -81,7 +83,7 @@ def test_constant_shift_is_found_with_small_p(runs, tmp_path):
 
 
 def test_seed_from_the_folder_name_without_config(tmp_path):
-    _write(tmp_path, "SSNet", 1338, np.full(len(CASES), 0.8), config_seed=False)
+    write_run(tmp_path, "SSNet", 1338, np.full(len(CASES), 0.8), config_seed=False)
     rows = summarize.collect(str(tmp_path))
     assert [(r["exp"], r["seed"]) for r in rows] == [("SSNet", 1338)]
 
