@@ -26,7 +26,7 @@ SETTINGS = {"LA": ((4, 1, 32, 16, 16), 2), "ACDC": ((4, 1, 32, 32), 4)}
 LATE = 10 ** 5  # an iteration past every ramp: all loss terms at full weight
 
 
-def _args(shape, method, **kw):
+def method_config(shape, method, **kw):
     """The run settings of ``method`` from the training flags' defaults of the dataset of ``shape``
     (LA: 3D, ACDC: 2D), with the flags ``kw`` set (the method's options checked as at parse time)."""
     from engine.config import TrainConfig
@@ -43,7 +43,7 @@ def _args(shape, method, **kw):
 
 def _method(name, dataset, **kw):
     shape, classes = SETTINGS[dataset]
-    return get_method(name).from_config(_args(shape, name, **kw), dataset, classes, torch.device("cpu"))
+    return get_method(name).from_config(method_config(shape, name, **kw), dataset, classes, torch.device("cpu"))
 
 
 def _batch(dataset, seed=0):
@@ -119,15 +119,15 @@ def test_ssnet_only_flags_are_refused_and_weights_reported(caplog):
     shape, classes = SETTINGS["ACDC"]
     # methods raise ValueError; the scripts turn it into a message (run_cli)
     with pytest.raises(ValueError, match="--method ssnet --supervised_only"):
-        _args(shape, "urpc", supervised_only=True)
+        method_config(shape, "urpc", supervised_only=True)
     with pytest.raises(ValueError, match="--lds"):
-        _args(shape, "mcnet", lds="kl")
+        method_config(shape, "mcnet", lds="kl")
     with caplog.at_level(logging.INFO):
-        m = get_method("mcnet").from_config(_args(shape, "mcnet"), "ACDC", classes, "cpu")
+        m = get_method("mcnet").from_config(method_config(shape, "mcnet"), "ACDC", classes, "cpu")
     assert (m.consistency, m.consistency_rampup) == (0.1, 200.0)
     assert "not used" in caplog.text
-    m = get_method("mcnet").from_config(_args(shape, "mcnet", baseline_consistency=0.5, baseline_rampup=10), "ACDC",
-                                        classes, "cpu")
+    config = method_config(shape, "mcnet", baseline_consistency=0.5, baseline_rampup=10)
+    m = get_method("mcnet").from_config(config, "ACDC", classes, "cpu")
     assert (m.consistency, m.consistency_rampup) == (0.5, 10.0)
 
 
@@ -145,7 +145,7 @@ def test_own_weights(name, dataset, expected):
     setting = get_dataset(dataset).method(name)
     assert (setting.weight, setting.rampup) == expected
     shape, classes = SETTINGS[dataset]
-    m = get_method(name).from_config(_args(shape, name), dataset, classes, "cpu")
+    m = get_method(name).from_config(method_config(shape, name), dataset, classes, "cpu")
     assert (m.consistency, m.consistency_rampup) == expected
 
 

@@ -33,6 +33,7 @@ from methods.dtc import DTC
 from methods.sdf import sdf_target
 from networks.discriminator import FC3DDiscriminator
 from networks.vnet_sdf import VNetSDF, released_vnet_sdf
+from test_baseline_methods import method_config
 
 SASS_ROOT = "/tmp/SASSnet"
 DTC_ROOT = "/tmp/DTC"
@@ -40,18 +41,9 @@ SHAPE = (4, 1, 32, 32, 16)  # LA-like batch: 2 labeled + 2 unlabeled, sides mult
 LATE = 10 ** 5
 
 
-def _config(method, heads=None, dataset="LA", shape=SHAPE, **kw):
-    from engine.config import TrainConfig
-    from engine.training import build_parser
-    d = get_dataset(dataset)
-    argv = ["--method", method] + ([] if heads is None else ["--baseline_heads", heads])
-    flags = build_parser(d).parse_args(argv)
-    values = dict(labeled_bs=2, max_iterations=100, patch_size=list(shape[2:]))
-    values.update(kw)
-    for k, v in values.items():
-        setattr(flags, k, v)
-    return TrainConfig.from_flags(flags, d.name, get_method(method).options_from_flags(flags), exp="test",
-                                  device="cpu")
+def _config(method, heads=None, **kw):
+    """The LA run settings of ``method`` at SHAPE, with ``--baseline_heads heads`` when given."""
+    return method_config(SHAPE, method, **kw, **({} if heads is None else {"baseline_heads": heads}))
 
 
 def _method(name, heads=None, **kw):
